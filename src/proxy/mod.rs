@@ -1,0 +1,402 @@
+//! The proxy: pingora's `ProxyHttp` phases, each calling one stage by name.
+//!
+//! `request_filter` decides (identity → normalize → policy → egress) before any upstream
+//! connection exists, so no byte of a denied request reaches the upstream.
+//! `upstream_request_filter` sends exactly the normalized target that was evaluated.
+//! `logging` records the outcome to the audit channel.
+
+pub mod refusal;
+pub mod routes;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::proxy::FailToProxy;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::audit::record::format_time;
+use crate::audit::{AuditDecision, AuditRecord, AuditSink, ProxyMode};
+use crate::egress::EgressGuard;
+use crate::identity::{self, AgentId};
+use crate::metrics::Metrics;
+use crate::policy::normalize::{self, Target};
+use crate::policy::{Decision, PolicySet, PolicyStore, RequestFacts, Verdict};
+use refusal::Refusal;
+use routes::{Route, RouteTable};
+
+/// Everything the phases share; built once at startup.
+pub struct Agentwall {
+    pub policies: Arc<PolicyStore>,
+    pub routes: RouteTable,
+    pub egress: EgressGuard,
+    pub audit: AuditSink,
+    pub metrics: Arc<Metrics>,
+    pub upstream_timeout: Duration,
+}
+
+/// A request id unique within this process and across restarts.
+#[derive(Debug, Clone)]
+pub struct RequestId(String);
+
+impl RequestId {
+    fn next() -> RequestId {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        static BOOT: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+        let boot = *BOOT.get_or_init(|| {
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+            (t ^ (t >> 32) ^ u64::from(std::process::id()).rotate_left(16)) as u32
+        });
+        RequestId(format!(
+            "{boot:08x}{:012x}",
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What one request has learned so far, phase by phase.
+pub struct RequestCtx {
+    request_id: RequestId,
+    started: Instant,
+    mode: ProxyMode,
+    agent: Option<AgentId>,
+    target: Option<Target>,
+    route: Option<Route>,
+    policies: Option<Arc<PolicySet>>,
+    decision: Option<Decision>,
+    peer: Option<SocketAddr>,
+    refusal: Option<Refusal>,
+    upstream_started: Option<Instant>,
+}
+
+#[async_trait]
+impl ProxyHttp for Agentwall {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            request_id: RequestId::next(),
+            started: Instant::now(),
+            mode: ProxyMode::Forward,
+            agent: None,
+            target: None,
+            route: None,
+            policies: None,
+            decision: None,
+            peer: None,
+            refusal: None,
+            upstream_started: None,
+        }
+    }
+
+    /// Decides the request. Returning `Ok(true)` means agentwall answered it itself.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.admit(session.req_header(), ctx).await {
+            Ok(()) => Ok(false),
+            Err(refusal) => {
+                respond(session, ctx, &refusal).await?;
+                ctx.refusal = Some(refusal);
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let (Some(addr), Some(target)) = (ctx.peer, ctx.target.as_ref()) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no admitted destination",
+            ));
+        };
+        let tls = target.scheme == normalize::Scheme::Https;
+        let mut peer = HttpPeer::new(addr, tls, target.host.clone());
+        peer.options.connection_timeout = Some(self.upstream_timeout);
+        peer.options.total_connection_timeout = Some(self.upstream_timeout);
+        peer.options.read_timeout = Some(self.upstream_timeout);
+        peer.options.write_timeout = Some(self.upstream_timeout);
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    /// Sends the evaluated target, strips agent credentials and injects route headers.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(target) = ctx.target.as_ref() else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no admitted target",
+            ));
+        };
+        upstream.set_raw_path(target.origin_form().as_bytes())?;
+        upstream.insert_header(http::header::HOST, target.authority())?;
+        strip_agent_headers(upstream);
+        if let Some(route) = &ctx.route {
+            for (name, value) in &route.headers {
+                upstream.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    /// Upstream failures answer 502, timeouts 504, in the same JSON shape as denials.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let refusal = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(code)) if *code == 400 => Refusal::BadRequest(e.to_string()),
+            (
+                ErrorSource::Downstream,
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+            ) => {
+                return FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                };
+            }
+            (ErrorSource::Downstream, _) => Refusal::BadRequest(e.etype().as_str().to_string()),
+            (
+                _,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) => Refusal::Timeout(format!(
+                "upstream did not answer within {:?}",
+                self.upstream_timeout
+            )),
+            (_, kind) => Refusal::BadGateway(format!("upstream failed: {}", kind.as_str())),
+        };
+        if matches!(refusal, Refusal::BadGateway(_) | Refusal::Timeout(_)) {
+            self.metrics
+                .upstream_errors
+                .with_label_values(&[e.etype().as_str()])
+                .inc();
+        }
+        let status = refusal.status();
+        if session.response_written().is_none() && respond(session, ctx, &refusal).await.is_err() {
+            tracing::debug!(
+                request_id = ctx.request_id.as_str(),
+                "could not send error response"
+            );
+        }
+        ctx.refusal = Some(refusal);
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Runs once per request, whatever happened: metrics and the audit record.
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let record = self.audit_record(session, ctx);
+        self.metrics.request(record.decision, record.mode).inc();
+        self.metrics
+            .request_duration
+            .observe(ctx.started.elapsed().as_secs_f64());
+        self.audit.record(record).await;
+    }
+}
+
+impl Agentwall {
+    /// The admission stages, in order. Any `Err` is answered without touching the upstream.
+    async fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        let agent = identity::authenticate(req)?;
+        ctx.agent = Some(agent.clone());
+        if req.method == http::Method::CONNECT {
+            return Err(Refusal::Method(
+                "CONNECT tunnels are not supported by this version".into(),
+            ));
+        }
+        let target = self.normalize(req, ctx)?;
+        let policies = self.policies.current().clone();
+        let decision = policies.evaluate(&RequestFacts {
+            agent: agent.as_str(),
+            method: req.method.as_str(),
+            scheme: target.scheme,
+            host: &target.host,
+            port: target.port,
+            path: &target.path,
+            path_without_params: target.path_without_params.as_deref(),
+        });
+        ctx.policies = Some(policies);
+        ctx.target = Some(target);
+        ctx.decision = Some(decision.clone());
+        if decision.verdict == Verdict::Deny {
+            return Err(Refusal::Denied(decision));
+        }
+        let target = ctx
+            .target
+            .as_ref()
+            .ok_or_else(|| Refusal::BadRequest("no target".into()))?;
+        ctx.peer = Some(self.egress.resolve(&target.host, target.port).await?);
+        Ok(())
+    }
+
+    /// Absolute-form is the forward proxy; origin-form must match a route.
+    fn normalize(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Target, Refusal> {
+        let raw = req.raw_path();
+        if raw.first() != Some(&b'/') {
+            ctx.mode = ProxyMode::Forward;
+            let host = req.headers.get(http::header::HOST).map(|h| h.as_bytes());
+            if req.headers.get_all(http::header::HOST).iter().count() > 1 {
+                return Err(Refusal::BadRequest("more than one Host header".into()));
+            }
+            return Ok(normalize::absolute_form(raw, host)?);
+        }
+        ctx.mode = ProxyMode::Reverse;
+        let (path, _, query) = normalize::path_and_query(raw)?;
+        let (route, upstream_path) = self.routes.resolve(&path).ok_or_else(|| {
+            Refusal::NoRoute(format!(
+                "no route for {path}; use the proxy (absolute-form) or a configured route prefix"
+            ))
+        })?;
+        let (path, path_without_params, _) = normalize::path_and_query(upstream_path.as_bytes())?;
+        ctx.route = Some(route.clone());
+        Ok(Target {
+            scheme: route.scheme,
+            host: route.host.clone(),
+            port: route.port,
+            path,
+            path_without_params,
+            query,
+        })
+    }
+
+    fn audit_record(&self, session: &Session, ctx: &RequestCtx) -> AuditRecord {
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.refusal.as_ref().map(Refusal::status))
+            .unwrap_or(0);
+        let decision = match (&ctx.refusal, &ctx.decision) {
+            (Some(r), _) => r.decision(),
+            (None, Some(_)) if status >= 500 => AuditDecision::Error,
+            (None, Some(_)) => AuditDecision::Allow,
+            (None, None) => AuditDecision::Error,
+        };
+        let rule = ctx.decision.as_ref().and_then(|d| d.rule());
+        let reason = match (&ctx.refusal, &ctx.decision) {
+            (Some(r), _) => r.reason().to_string(),
+            (None, Some(d)) => d.reason().to_string(),
+            (None, None) => String::new(),
+        };
+        let (scheme, host, port, path) = match &ctx.target {
+            Some(t) => (t.scheme.as_str(), t.host.clone(), t.port, t.path.clone()),
+            None => (
+                "",
+                String::new(),
+                0,
+                String::from_utf8_lossy(req.raw_path()).into_owned(),
+            ),
+        };
+        AuditRecord {
+            id: 0,
+            ts: format_time(SystemTime::now()),
+            request_id: ctx.request_id.0.clone(),
+            agent: ctx
+                .agent
+                .as_ref()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            client: session
+                .client_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            mode: ctx.mode,
+            method: req.method.as_str().to_string(),
+            scheme: scheme.to_string(),
+            host,
+            port,
+            path,
+            status,
+            decision,
+            policy: rule.map(|r| r.policy.clone()),
+            rule: rule.map(|r| r.rule.clone()),
+            reason,
+            shadow: ctx
+                .decision
+                .as_ref()
+                .and_then(|d| d.shadow.as_ref())
+                .map(|s| s.describe()),
+            detectors: vec![],
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+            duration_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+            upstream_ms: ctx
+                .upstream_started
+                .map(|t| t.elapsed().as_secs_f64() * 1000.0),
+            policy_version: ctx
+                .policies
+                .as_ref()
+                .map(|p| p.version.clone())
+                .unwrap_or_default(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+}
+
+/// Headers that carry the agent's identity or are meant for the proxy only.
+fn strip_agent_headers(req: &mut RequestHeader) {
+    let doomed: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            n.starts_with("proxy-") || n == identity::AGENT_HEADER || n == "x-agentwall-token"
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        req.remove_header(&name);
+    }
+}
+
+/// Writes agentwall's own JSON answer.
+async fn respond(session: &mut Session, ctx: &RequestCtx, refusal: &Refusal) -> Result<()> {
+    let body = refusal.body(ctx.request_id.as_str());
+    let mut resp = ResponseHeader::build(refusal.status(), Some(5))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if refusal.is_denial() {
+        resp.insert_header("x-agentwall-decision", "deny")?;
+    }
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(body)), true)
+        .await?;
+    Ok(())
+}
