@@ -335,30 +335,33 @@ impl Agentwall {
         self.dir.path().join("agentwall.toml")
     }
 
+    /// The test config: loopback ports, temp dirs, short timeouts, private egress allowed
+    /// (the upstream is on loopback); `extra` TOML is merged over it.
     fn write_config(&self) {
         let d = self.dir.path();
-        let extra = &self.extra;
-        let (egress, rest) = if extra.contains("[egress]") {
-            (String::new(), extra.clone())
-        } else {
-            (
-                "[egress]\ndeny_private = false\n".to_string(),
-                extra.clone(),
-            )
-        };
-        let text = format!(
+        let base = format!(
             "[proxy]\nlisten = [\"{proxy}\"]\ngrace_period = \"1s\"\nupstream_timeout = \"1s\"\nthreads = 2\n\
              [admin]\nlisten = \"{admin}\"\ntoken = \"{token}\"\n\
              [policies]\ndir = \"{policies}\"\n\
              [audit]\ndir = \"{audit}\"\nflush_interval = \"50ms\"\n\
-             {egress}{rest}\n",
+             [egress]\ndeny_private = false\n",
             proxy = self.proxy,
             admin = self.admin,
             token = self.admin_token,
             policies = d.join("policies").display(),
             audit = d.join("audit").display(),
         );
-        std::fs::write(self.config_path(), text).unwrap();
+        let mut config: toml::Table = base.parse().unwrap();
+        let extra: toml::Table = self.extra.parse().expect("extra config is TOML");
+        for (key, value) in extra {
+            match (config.get_mut(&key), value) {
+                (Some(toml::Value::Table(base)), toml::Value::Table(more)) => base.extend(more),
+                (_, value) => {
+                    config.insert(key, value);
+                }
+            }
+        }
+        std::fs::write(self.config_path(), toml::to_string(&config).unwrap()).unwrap();
     }
 
     /// Starts (or restarts) the process on fresh ports, retrying if a port was taken meanwhile.
