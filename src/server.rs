@@ -104,7 +104,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     server.run(RunArgs::default());
     tracing::info!("shutting down: flushing audit store");
     writer.shutdown();
-    tracing::info!(records = store.len(), "audit store flushed; bye");
+    let last = store.last().ok().flatten().map_or(0, |r| r.id);
+    tracing::info!(last_record = last, "audit store flushed; bye");
     Ok(())
 }
 

@@ -214,6 +214,17 @@ async fn ambiguous_targets_are_rejected_before_the_upstream() {
 }
 
 #[tokio::test]
+async fn connect_is_refused_until_tunnels_land() {
+    let up = Upstream::start().await;
+    let aw = Agentwall::start(&[("local.toml", LOCAL_POLICY)], "").await;
+    let target = format!("127.0.0.1:{}", up.addr.port());
+    let req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    let reply = raw(aw.proxy, req.as_bytes()).await;
+    assert_eq!(reply.status, 405);
+    assert_eq!(up.connection_count(), 0);
+}
+
+#[tokio::test]
 async fn private_destinations_are_refused_by_the_egress_guard() {
     let up = Upstream::start().await;
     let aw = Agentwall::start(

@@ -91,12 +91,28 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// sha256 over the record with `hash` empty, chained through `prev_hash`.
+    /// sha256 over the record's JSON with `hash` empty; `prev_hash` chains it to its
+    /// predecessor.
     pub fn compute_hash(&self) -> String {
         let mut unhashed = self.clone();
         unhashed.hash = String::new();
         let bytes = serde_json::to_vec(&unhashed).unwrap_or_default();
         hex::encode(Sha256::digest(&bytes))
+    }
+
+    /// Assigns the record its place in the chain and returns its stored JSON, serializing
+    /// once: `hash` is the last field, so the digest is spliced into the hashed bytes.
+    pub fn seal(&mut self, id: u64, prev_hash: String) -> Vec<u8> {
+        self.id = id;
+        self.prev_hash = prev_hash;
+        self.hash.clear();
+        let mut json = serde_json::to_vec(&*self).unwrap_or_default();
+        let digest = hex::encode(Sha256::digest(&json));
+        debug_assert!(json.ends_with(br#""hash":""}"#));
+        let at = json.len().saturating_sub(2);
+        json.splice(at..at, digest.bytes());
+        self.hash = digest;
+        json
     }
 }
 
@@ -122,4 +138,27 @@ pub fn unix_micros(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_json_carries_the_hash_of_the_unhashed_record() {
+        let mut r: AuditRecord = serde_json::from_str(
+            r#"{"id":0,"ts":"2026-11-22T03:33:24.123456Z","request_id":"r","agent":"a","client":"c",
+            "mode":"forward","method":"GET","scheme":"http","host":"h","port":80,"path":"/",
+            "status":200,"decision":"allow","policy":null,"rule":null,"reason":"","shadow":null,
+            "detectors":[],"bytes_in":0,"bytes_out":0,"duration_ms":1.5,"upstream_ms":null,
+            "policy_version":"v","prev_hash":"","hash":""}"#,
+        )
+        .unwrap();
+        let json = r.seal(7, "abc".into());
+        let stored: AuditRecord = serde_json::from_slice(&json).unwrap();
+        assert_eq!(stored, r);
+        assert_eq!((stored.id, stored.prev_hash.as_str()), (7, "abc"));
+        assert_eq!(stored.hash, stored.compute_hash());
+        assert_eq!(stored.hash.len(), 64);
+    }
 }

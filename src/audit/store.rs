@@ -1,5 +1,7 @@
-//! The sled-backed audit store: records keyed by sequence number (big-endian, so iteration
-//! order is write order), queried newest first.
+//! The sled-backed audit store. Records are stored in chunks: one sled entry per written
+//! batch, keyed by the batch's first record id (big-endian, so key order is write order), its
+//! value the records' JSON, one per line. One insert per batch keeps the amortized cost per
+//! record low; queries walk chunks newest first.
 
 use std::path::Path;
 use std::time::Duration;
@@ -62,6 +64,7 @@ impl AuditStore {
         let db = sled::Config::new()
             .path(dir)
             .flush_every_ms(Some(flush_every.as_millis().max(1) as u64))
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|source| AuditError::Open {
                 path: dir.display().to_string(),
@@ -74,21 +77,15 @@ impl AuditStore {
     /// The newest record, from which the writer continues the id sequence and hash chain.
     pub fn last(&self) -> Result<Option<AuditRecord>, AuditError> {
         match self.records.last()? {
-            Some((key, value)) => decode(&key, &value).map(Some),
+            Some((key, value)) => lines(&key, &value).next_back().transpose(),
             None => Ok(None),
         }
     }
 
-    pub fn append(&self, batch: &[AuditRecord]) -> Result<(), AuditError> {
-        let mut b = sled::Batch::default();
-        for r in batch {
-            let value = serde_json::to_vec(r).map_err(|e| AuditError::Corrupt {
-                id: r.id,
-                message: e.to_string(),
-            })?;
-            b.insert(&r.id.to_be_bytes(), value);
-        }
-        self.records.apply_batch(b)?;
+    /// Appends one chunk: `json_lines` holds the records starting at `first_id`, each
+    /// followed by '\n'.
+    pub fn append(&self, first_id: u64, json_lines: &[u8]) -> Result<(), AuditError> {
+        self.records.insert(first_id.to_be_bytes(), json_lines)?;
         Ok(())
     }
 
@@ -97,37 +94,32 @@ impl AuditStore {
         Ok(())
     }
 
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
     /// Newest first; returns the page and the cursor for the next one.
     pub fn query(&self, q: &LogQuery) -> Result<(Vec<AuditRecord>, Option<u64>), AuditError> {
         let limit = q.limit.clamp(1, 1000);
-        let iter = match q.cursor {
-            Some(c) => self.records.range(..c.to_be_bytes()),
-            None => self.records.range::<&[u8], _>(..),
-        };
-        let mut out = Vec::with_capacity(limit.min(128));
-        for item in iter.rev() {
-            let (key, value) = item?;
-            let record = decode(&key, &value)?;
-            if q.since
-                .as_ref()
-                .is_some_and(|s| record.ts.as_str() < s.as_str())
-            {
-                break;
-            }
-            if q.matches(&record) {
-                if out.len() == limit {
-                    let next = out.last().map(|r: &AuditRecord| r.id);
-                    return Ok((out, next));
+        let below = q.cursor.unwrap_or(u64::MAX);
+        let chunks = self.records.range(..=below.saturating_sub(1).to_be_bytes());
+        let mut out: Vec<AuditRecord> = Vec::with_capacity(limit.min(128));
+        for chunk in chunks.rev() {
+            let (key, value) = chunk?;
+            for record in lines(&key, &value).rev() {
+                let record = record?;
+                if record.id >= below {
+                    continue;
                 }
-                out.push(record);
+                if q.since
+                    .as_ref()
+                    .is_some_and(|s| record.ts.as_str() < s.as_str())
+                {
+                    return Ok((out, None));
+                }
+                if q.matches(&record) {
+                    if out.len() == limit {
+                        let next = out.last().map(|r| r.id);
+                        return Ok((out, next));
+                    }
+                    out.push(record);
+                }
             }
         }
         Ok((out, None))
@@ -135,17 +127,167 @@ impl AuditStore {
 
     /// Every record in write order (oldest first).
     pub fn iter(&self) -> impl Iterator<Item = Result<AuditRecord, AuditError>> + '_ {
-        self.records.iter().map(|item| {
-            let (key, value) = item?;
-            decode(&key, &value)
+        self.records.iter().flat_map(|chunk| {
+            let records: Vec<_> = match chunk {
+                Ok((key, value)) => lines(&key, &value).collect(),
+                Err(e) => vec![Err(e.into())],
+            };
+            records
         })
     }
 }
 
-fn decode(key: &[u8], value: &[u8]) -> Result<AuditRecord, AuditError> {
-    let id = key.try_into().map(u64::from_be_bytes).unwrap_or(0);
-    serde_json::from_slice(value).map_err(|e| AuditError::Corrupt {
-        id,
-        message: e.to_string(),
+/// The records of one chunk, in order.
+fn lines<'a>(
+    key: &[u8],
+    value: &'a [u8],
+) -> impl DoubleEndedIterator<Item = Result<AuditRecord, AuditError>> + 'a {
+    let first = key.try_into().map(u64::from_be_bytes).unwrap_or(0);
+    value
+        .split(|&b| b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(move |line| decode(first, line))
+}
+
+fn decode(chunk: u64, line: &[u8]) -> Result<AuditRecord, AuditError> {
+    serde_json::from_slice(line).map_err(|e| AuditError::Corrupt {
+        id: chunk,
+        message: format!("in the chunk starting at record {chunk}: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{AuditRecord, ProxyMode};
+
+    fn record(agent: &str, decision: AuditDecision, ts: &str) -> AuditRecord {
+        AuditRecord {
+            id: 0,
+            ts: ts.into(),
+            request_id: String::new(),
+            agent: agent.into(),
+            client: String::new(),
+            mode: ProxyMode::Forward,
+            method: "GET".into(),
+            scheme: "http".into(),
+            host: "h".into(),
+            port: 80,
+            path: "/".into(),
+            status: 200,
+            decision,
+            policy: Some("p".into()),
+            rule: Some("r".into()),
+            reason: String::new(),
+            shadow: None,
+            detectors: vec![],
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_ms: 0.0,
+            upstream_ms: None,
+            policy_version: String::new(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    /// Writes records 1..=n in chunks of `chunk`, with ts seconds = id.
+    fn store_with(n: u64, chunk: u64) -> (tempfile::TempDir, AuditStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = AuditStore::open(dir.path(), Duration::from_millis(100)).unwrap();
+        let mut prev = String::new();
+        let mut id = 1;
+        while id <= n {
+            let first = id;
+            let mut buf = Vec::new();
+            while id <= n && id < first + chunk {
+                let decision = if id % 3 == 0 {
+                    AuditDecision::Deny
+                } else {
+                    AuditDecision::Allow
+                };
+                let agent = if id % 2 == 0 { "even" } else { "odd" };
+                let mut r = record(
+                    agent,
+                    decision,
+                    &format!("2026-11-22T00:00:{id:02}.000000Z"),
+                );
+                buf.extend_from_slice(&r.seal(id, std::mem::take(&mut prev)));
+                buf.push(b'\n');
+                prev = r.hash;
+                id += 1;
+            }
+            store.append(first, &buf).unwrap();
+        }
+        (dir, store)
+    }
+
+    fn ids(records: &[AuditRecord]) -> Vec<u64> {
+        records.iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn pages_newest_first_across_chunks() {
+        let (_dir, store) = store_with(10, 4);
+        let mut q = LogQuery {
+            limit: 3,
+            ..LogQuery::default()
+        };
+        let mut seen = Vec::new();
+        loop {
+            let (page, next) = store.query(&q).unwrap();
+            seen.extend(ids(&page));
+            match next {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+        assert_eq!(seen, (1..=10).rev().collect::<Vec<_>>());
+        assert_eq!(store.last().unwrap().unwrap().id, 10);
+        let all: Vec<u64> = store.iter().map(|r| r.unwrap().id).collect();
+        assert_eq!(all, (1..=10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn filters_combine() {
+        let (_dir, store) = store_with(12, 5);
+        let q = LogQuery {
+            limit: 100,
+            decision: Some(AuditDecision::Deny),
+            agent: Some("even".into()),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.query(&q).unwrap().0), vec![12, 6]);
+        let q = LogQuery {
+            limit: 100,
+            since: Some("2026-11-22T00:00:09.000000Z".into()),
+            until: Some("2026-11-22T00:00:11.000000Z".into()),
+            ..LogQuery::default()
+        };
+        assert_eq!(ids(&store.query(&q).unwrap().0), vec![11, 10, 9]);
+        let q = LogQuery {
+            limit: 100,
+            rule: Some("p/r".into()),
+            ..LogQuery::default()
+        };
+        assert_eq!(store.query(&q).unwrap().0.len(), 12);
+        let q = LogQuery {
+            limit: 100,
+            rule: Some("q/r".into()),
+            ..LogQuery::default()
+        };
+        assert!(store.query(&q).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn chain_links_every_record() {
+        let (_dir, store) = store_with(9, 4);
+        let records: Vec<AuditRecord> = store.iter().map(|r| r.unwrap()).collect();
+        for pair in records.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash);
+        }
+        for r in &records {
+            assert_eq!(r.hash, r.compute_hash());
+        }
+    }
 }

@@ -19,7 +19,8 @@ enum Message {
 
 /// How long a request waits for queue room with `on_full = "block"`.
 const BLOCK_WAIT: Duration = Duration::from_secs(2);
-const MAX_BATCH: usize = 1024;
+/// Records per stored chunk.
+const MAX_BATCH: usize = 256;
 
 /// The cheap, cloneable handle the request path records through.
 #[derive(Clone)]
@@ -139,16 +140,17 @@ impl Chain {
             return;
         }
         let (first_id, first_prev) = (self.next_id, self.prev_hash.clone());
+        let mut chunk = Vec::with_capacity(batch.len() * 768);
         for r in batch.iter_mut() {
-            r.id = self.next_id;
-            r.prev_hash = std::mem::take(&mut self.prev_hash);
-            r.hash = r.compute_hash();
+            let prev = std::mem::take(&mut self.prev_hash);
+            chunk.extend_from_slice(&r.seal(self.next_id, prev));
+            chunk.push(b'\n');
             self.prev_hash = r.hash.clone();
             self.next_id += 1;
         }
         let mut attempt = 0;
         loop {
-            match store.append(batch) {
+            match store.append(first_id, &chunk) {
                 Ok(()) => {
                     metrics.audit_records.inc_by(batch.len() as u64);
                     break;

@@ -232,11 +232,6 @@ impl Agentwall {
     async fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Refusal> {
         let agent = identity::authenticate(req)?;
         ctx.agent = Some(agent.clone());
-        if req.method == http::Method::CONNECT {
-            return Err(Refusal::Method(
-                "CONNECT tunnels are not supported by this version".into(),
-            ));
-        }
         let target = self.normalize(req, ctx)?;
         let policies = self.policies.current().clone();
         let decision = policies.evaluate(&RequestFacts {

@@ -19,8 +19,6 @@ pub enum Refusal {
     Egress(String),
     /// No route serves this origin-form path (404).
     NoRoute(String),
-    /// The method is not proxied (405).
-    Method(String),
     /// The destination could not be resolved or reached (502).
     BadGateway(String),
     /// The upstream did not answer in time (504).
@@ -65,7 +63,6 @@ impl Refusal {
             Refusal::BadRequest(_) => 400,
             Refusal::Denied(_) | Refusal::Egress(_) => 403,
             Refusal::NoRoute(_) => 404,
-            Refusal::Method(_) => 405,
             Refusal::BadGateway(_) => 502,
             Refusal::Timeout(_) => 504,
         }
@@ -84,7 +81,6 @@ impl Refusal {
             Refusal::BadRequest(r)
             | Refusal::Egress(r)
             | Refusal::NoRoute(r)
-            | Refusal::Method(r)
             | Refusal::BadGateway(r)
             | Refusal::Timeout(r) => r,
         }
@@ -95,7 +91,6 @@ impl Refusal {
             Refusal::BadRequest(_) => "bad_request",
             Refusal::Denied(_) | Refusal::Egress(_) => "denied",
             Refusal::NoRoute(_) => "not_found",
-            Refusal::Method(_) => "method_not_allowed",
             Refusal::BadGateway(_) => "bad_gateway",
             Refusal::Timeout(_) => "gateway_timeout",
         }
