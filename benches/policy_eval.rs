@@ -3,7 +3,7 @@
 
 use std::hint::black_box;
 
-use agentwall::audit::{AuditDecision, AuditRecord, AuditStore, ProxyMode};
+use agentwall::audit::{AuditDecision, AuditRecord, AuditStore, Chain, ProxyMode};
 use agentwall::config::DefaultEffect;
 use agentwall::policy::normalize::{absolute_form, Scheme};
 use agentwall::policy::{PolicySet, RequestFacts};
@@ -90,28 +90,21 @@ fn record() -> AuditRecord {
     }
 }
 
-/// The writer's amortized cost per record: seal it (serialize + hash) and append it to the
-/// store in chunks of 256, as the writer thread does under load.
+/// The writer's amortized cost per record: the writer's own `Chain::write` sealing (serialize
+/// + hash chain) and storing a 1,024-record batch in sled chunks, as under load.
 fn bench_audit(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = AuditStore::open(dir.path(), std::time::Duration::from_millis(100)).expect("store");
-    let mut batch: Vec<AuditRecord> = (0..256).map(|_| record()).collect();
-    let mut next = 1u64;
-    let mut prev = String::new();
+    let mut chain = Chain::resume(&store).expect("chain");
+    let template: Vec<AuditRecord> = (0..1024).map(|_| record()).collect();
     let mut group = c.benchmark_group("audit");
-    group.throughput(criterion::Throughput::Elements(256));
-    group.bench_function("seal_and_append_chunk_256", |b| {
-        b.iter(|| {
-            let first = next;
-            let mut chunk = Vec::with_capacity(256 * 768);
-            for r in batch.iter_mut() {
-                chunk.extend_from_slice(&r.seal(next, std::mem::take(&mut prev)));
-                chunk.push(b'\n');
-                prev = r.hash.clone();
-                next += 1;
-            }
-            store.append(first, &chunk).expect("append");
-        })
+    group.throughput(criterion::Throughput::Elements(1024));
+    group.bench_function("write_batch_1024", |b| {
+        b.iter_batched(
+            || template.clone(),
+            |mut batch| chain.write(&mut batch, &store).expect("write"),
+            criterion::BatchSize::LargeInput,
+        )
     });
     group.finish();
 }

@@ -102,3 +102,8 @@ fn check(path: &std::path::Path) -> ExitCode {
         }
     }
 }
+
+// Per-request allocations are many and short-lived; mimalloc serves them without glibc's
+// arena locking and consolidation.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

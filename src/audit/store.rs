@@ -1,7 +1,7 @@
 //! The sled-backed audit store. Records are stored in chunks: one sled entry per written
-//! batch, keyed by the batch's first record id (big-endian, so key order is write order), its
-//! value the records' JSON, one per line. One insert per batch keeps the amortized cost per
-//! record low; queries walk chunks newest first.
+//! chunk, keyed by its first record id (big-endian, so key order is write order), its value
+//! the records' JSON, one per line, zstd-compressed. Few, small inserts keep the amortized
+//! cost per record low; queries walk chunks newest first.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,11 +10,11 @@ use super::record::{AuditDecision, AuditRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("audit store {path}: {source}")]
+    #[error("cannot open the audit store at {path}")]
     Open { path: String, source: sled::Error },
     #[error("audit store: {0}")]
     Sled(#[from] sled::Error),
-    #[error("audit store: corrupt record {id}: {message}")]
+    #[error("audit store: corrupt chunk {id}: {message}")]
     Corrupt { id: u64, message: String },
 }
 
@@ -77,7 +77,7 @@ impl AuditStore {
     /// The newest record, from which the writer continues the id sequence and hash chain.
     pub fn last(&self) -> Result<Option<AuditRecord>, AuditError> {
         match self.records.last()? {
-            Some((key, value)) => lines(&key, &value).next_back().transpose(),
+            Some((key, value)) => Ok(decode_chunk(&key, &value)?.pop()),
             None => Ok(None),
         }
     }
@@ -85,7 +85,11 @@ impl AuditStore {
     /// Appends one chunk: `json_lines` holds the records starting at `first_id`, each
     /// followed by '\n'.
     pub fn append(&self, first_id: u64, json_lines: &[u8]) -> Result<(), AuditError> {
-        self.records.insert(first_id.to_be_bytes(), json_lines)?;
+        let compressed = zstd::bulk::compress(json_lines, 1).map_err(|e| AuditError::Corrupt {
+            id: first_id,
+            message: format!("compressing: {e}"),
+        })?;
+        self.records.insert(first_id.to_be_bytes(), compressed)?;
         Ok(())
     }
 
@@ -102,8 +106,7 @@ impl AuditStore {
         let mut out: Vec<AuditRecord> = Vec::with_capacity(limit.min(128));
         for chunk in chunks.rev() {
             let (key, value) = chunk?;
-            for record in lines(&key, &value).rev() {
-                let record = record?;
+            for record in decode_chunk(&key, &value)?.into_iter().rev() {
                 if record.id >= below {
                     continue;
                 }
@@ -128,9 +131,12 @@ impl AuditStore {
     /// Every record in write order (oldest first).
     pub fn iter(&self) -> impl Iterator<Item = Result<AuditRecord, AuditError>> + '_ {
         self.records.iter().flat_map(|chunk| {
-            let records: Vec<_> = match chunk {
-                Ok((key, value)) => lines(&key, &value).collect(),
-                Err(e) => vec![Err(e.into())],
+            let records: Vec<Result<AuditRecord, AuditError>> = match chunk
+                .map_err(AuditError::from)
+                .and_then(|(k, v)| decode_chunk(&k, &v))
+            {
+                Ok(records) => records.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e)],
             };
             records
         })
@@ -138,22 +144,16 @@ impl AuditStore {
 }
 
 /// The records of one chunk, in order.
-fn lines<'a>(
-    key: &[u8],
-    value: &'a [u8],
-) -> impl DoubleEndedIterator<Item = Result<AuditRecord, AuditError>> + 'a {
+fn decode_chunk(key: &[u8], value: &[u8]) -> Result<Vec<AuditRecord>, AuditError> {
     let first = key.try_into().map(u64::from_be_bytes).unwrap_or(0);
-    value
-        .split(|&b| b == b'\n')
+    let corrupt = |message: String| AuditError::Corrupt { id: first, message };
+    let mut json = Vec::with_capacity(value.len() * 12);
+    zstd::stream::copy_decode(value, &mut json)
+        .map_err(|e| corrupt(format!("decompressing: {e}")))?;
+    json.split(|&b| b == b'\n')
         .filter(|line| !line.is_empty())
-        .map(move |line| decode(first, line))
-}
-
-fn decode(chunk: u64, line: &[u8]) -> Result<AuditRecord, AuditError> {
-    serde_json::from_slice(line).map_err(|e| AuditError::Corrupt {
-        id: chunk,
-        message: format!("in the chunk starting at record {chunk}: {e}"),
-    })
+        .map(|line| serde_json::from_slice(line).map_err(|e| corrupt(e.to_string())))
+        .collect()
 }
 
 #[cfg(test)]
