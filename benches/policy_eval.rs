@@ -29,18 +29,17 @@ fn policy_set(n: usize) -> PolicySet {
 
 fn bench_eval(c: &mut Criterion) {
     let mut group = c.benchmark_group("policy_eval");
-    for n in [10, 100, 1000] {
+    for n in [10, 100, 1000, 10_000] {
         let set = policy_set(n);
         let host = format!("api{}.example.com", n - 2);
-        let facts = RequestFacts {
-            agent: "agent-research-1",
-            method: "GET",
-            scheme: Scheme::Https,
-            host: &host,
-            port: 443,
-            path: "/v1/items/42/details",
-            path_without_params: None,
-        };
+        let facts = RequestFacts::new(
+            "agent-research-1",
+            "GET",
+            Scheme::Https,
+            &host,
+            443,
+            "/v1/items/42/details",
+        );
         group.bench_with_input(BenchmarkId::new("rules", n), &facts, |b, f| {
             b.iter(|| black_box(set.evaluate(black_box(f))))
         });

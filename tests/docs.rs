@@ -101,7 +101,7 @@ fn policy_doc_error_messages_are_the_real_ones() {
         ),
         (
             "[[rules]]\nid = \"read\"\neffect = \"allow\"\n",
-            "rule \"read\" has no match dimension (schemes, hosts, ports, methods, paths); write hosts = [\"**\"] to match everything",
+            "rule \"read\" has no match dimension (schemes, hosts, ports, methods, paths, query, headers, claims); write hosts = [\"**\"] to match everything",
         ),
     ];
     for (text, message) in cases {
@@ -122,15 +122,7 @@ fn facts<'a>(
     host: &'a str,
     path: &'a str,
 ) -> RequestFacts<'a> {
-    RequestFacts {
-        agent,
-        method,
-        scheme,
-        host,
-        port: scheme.default_port(),
-        path,
-        path_without_params: None,
-    }
+    RequestFacts::new(agent, method, scheme, host, scheme.default_port(), path)
 }
 
 #[test]

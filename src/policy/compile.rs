@@ -8,7 +8,7 @@ use std::sync::Arc;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use toml::Spanned;
 
-use super::model::{Effect, Mode, PolicyFile, RuleSpec};
+use super::model::{Effect, Mode, OneOrMany, PolicyFile, RuleSpec};
 use super::normalize::{normalize_host, Scheme};
 use crate::config::{line_col, DefaultEffect};
 
@@ -37,19 +37,84 @@ pub struct RuleMeta {
 #[derive(Debug)]
 pub(crate) struct CompiledRule {
     pub meta: Arc<RuleMeta>,
+    /// Index of its policy in `PolicySet::policies`.
+    pub policy: usize,
     pub schemes: Option<Vec<Scheme>>,
     pub hosts: Option<Vec<HostPattern>>,
     pub ports: Option<Vec<u16>>,
     pub methods: Option<Vec<String>>,
     pub paths: Option<GlobSet>,
+    pub query: Option<Vec<ValueMatcher>>,
+    pub headers: Option<Vec<ValueMatcher>>,
+    pub claims: Option<Vec<ValueMatcher>>,
 }
 
-/// One compiled policy: who it applies to and its rules.
+/// A named value (query parameter, header, claim) and the globs its value must match.
+#[derive(Debug)]
+pub(crate) struct ValueMatcher {
+    /// Headers: lowercase.
+    pub name: String,
+    pub globs: GlobSet,
+}
+
+/// One compiled policy: who it applies to.
 #[derive(Debug)]
 pub(crate) struct CompiledPolicy {
     pub name: String,
     pub agents: Option<GlobSet>,
-    pub rules: Vec<CompiledRule>,
+}
+
+/// Which rules can match a host, so evaluation looks at a few rules, not all of them.
+/// Every rule is listed under each of its host patterns: exact hosts by name, label globs by
+/// the literal labels they end in (`*.github.com` under `github.com`), and rules without a
+/// host dimension (or with `**`, or a glob in the last label) under `any`. Lists hold rule
+/// indices in ascending order.
+#[derive(Debug, Default)]
+pub(crate) struct HostIndex {
+    exact: std::collections::HashMap<String, Vec<u32>>,
+    suffix: std::collections::HashMap<String, Vec<u32>>,
+    any: Vec<u32>,
+}
+
+impl HostIndex {
+    fn build(rules: &[CompiledRule]) -> HostIndex {
+        let mut index = HostIndex::default();
+        for (i, rule) in rules.iter().enumerate() {
+            let i = i as u32;
+            let Some(hosts) = &rule.hosts else {
+                index.any.push(i);
+                continue;
+            };
+            for pattern in hosts {
+                let list = match pattern.literal_suffix() {
+                    Some(HostKey::Exact(h)) => index.exact.entry(h.to_string()).or_default(),
+                    Some(HostKey::Suffix(s)) => index.suffix.entry(s).or_default(),
+                    None => &mut index.any,
+                };
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        index
+    }
+
+    /// Calls `visit` with every list of rules that may match `host`.
+    pub fn candidates<'a>(&'a self, host: &str, mut visit: impl FnMut(&'a [u32])) {
+        if let Some(list) = self.exact.get(host) {
+            visit(list);
+        }
+        if !self.suffix.is_empty() {
+            let mut rest = host;
+            while let Some((_, tail)) = rest.split_once('.') {
+                if let Some(list) = self.suffix.get(tail) {
+                    visit(list);
+                }
+                rest = tail;
+            }
+        }
+        visit(&self.any);
+    }
 }
 
 /// A summary of a loaded policy, for `/v1/policies`.
@@ -66,6 +131,10 @@ pub struct PolicySummary {
 #[derive(Debug)]
 pub struct PolicySet {
     pub(crate) policies: Vec<CompiledPolicy>,
+    pub(crate) rules: Vec<CompiledRule>,
+    pub(crate) index: HostIndex,
+    /// Whether any rule has a `query` dimension (the query is then parsed once per request).
+    pub(crate) uses_query: bool,
     pub default_effect: DefaultEffect,
     /// `sha256:` over the loaded files' names and contents.
     pub version: String,
@@ -77,6 +146,9 @@ impl PolicySet {
     pub fn empty(default_effect: DefaultEffect) -> PolicySet {
         PolicySet::compile(&[], default_effect).unwrap_or(PolicySet {
             policies: vec![],
+            rules: vec![],
+            index: HostIndex::default(),
+            uses_query: false,
             default_effect,
             version: String::new(),
             summaries: vec![],
@@ -84,7 +156,7 @@ impl PolicySet {
     }
 
     pub fn rule_count(&self) -> usize {
-        self.policies.iter().map(|p| p.rules.len()).sum()
+        self.rules.len()
     }
 
     /// Loads every `*.toml` file directly in `dir` (hidden files are skipped: editors write
@@ -140,6 +212,7 @@ impl PolicySet {
         let mut hasher = Sha256::new();
         let mut errors = Vec::new();
         let mut policies = Vec::new();
+        let mut rules = Vec::new();
         let mut summaries = Vec::new();
         let mut names: HashSet<String> = HashSet::new();
         for (file, text) in sources {
@@ -164,27 +237,39 @@ impl PolicySet {
                     continue;
                 }
             };
-            if let Some(policy) = ctx.policy(parsed, &mut names) {
+            if let Some(compiled) = ctx.policy(parsed, policies.len(), &mut names) {
                 summaries.push(PolicySummary {
-                    name: policy.0.name.clone(),
+                    name: compiled.policy.name.clone(),
                     file: file.clone(),
-                    description: policy.1,
-                    mode: policy.2.as_str(),
-                    rules: policy.0.rules.len(),
+                    description: compiled.description,
+                    mode: compiled.mode.as_str(),
+                    rules: compiled.rules.len(),
                 });
-                policies.push(policy.0);
+                policies.push(compiled.policy);
+                rules.extend(compiled.rules);
             }
         }
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(PolicySet {
+            index: HostIndex::build(&rules),
+            uses_query: rules.iter().any(|r| r.query.is_some()),
             policies,
+            rules,
             default_effect,
             version: format!("sha256:{}", hex::encode(hasher.finalize())),
             summaries,
         })
     }
+}
+
+/// A compiled policy file, before it joins the set.
+struct CompiledFile {
+    policy: CompiledPolicy,
+    rules: Vec<CompiledRule>,
+    description: String,
+    mode: Mode,
 }
 
 struct FileCtx<'a> {
@@ -205,8 +290,9 @@ impl FileCtx<'_> {
     fn policy(
         &mut self,
         parsed: PolicyFile,
+        index: usize,
         names: &mut HashSet<String>,
-    ) -> Option<(CompiledPolicy, String, Mode)> {
+    ) -> Option<CompiledFile> {
         let before = self.errors.len();
         let stem = Path::new(self.file)
             .file_stem()
@@ -238,24 +324,23 @@ impl FileCtx<'_> {
         for spanned in &parsed.rules {
             let span = spanned.span();
             let spec = spanned.get_ref();
-            if let Some(rule) = self.rule(&name, parsed.mode, spec, span, &mut rule_ids) {
+            if let Some(rule) = self.rule(&name, index, parsed.mode, spec, span, &mut rule_ids) {
                 rules.push(rule);
             }
         }
-        (self.errors.len() == before).then_some((
-            CompiledPolicy {
-                name,
-                agents,
-                rules,
-            },
-            parsed.description,
-            parsed.mode,
-        ))
+        (self.errors.len() == before).then_some(CompiledFile {
+            policy: CompiledPolicy { name, agents },
+            rules,
+            description: parsed.description,
+            mode: parsed.mode,
+        })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn rule(
         &mut self,
         policy: &str,
+        policy_index: usize,
         policy_mode: Mode,
         spec: &RuleSpec,
         span: std::ops::Range<usize>,
@@ -281,13 +366,16 @@ impl FileCtx<'_> {
             spec.ports.is_some(),
             spec.methods.is_some(),
             spec.paths.is_some(),
+            spec.query.is_some(),
+            spec.headers.is_some(),
+            spec.claims.is_some(),
         ];
         if !dims.contains(&true) {
             self.error_at(
                 span,
                 format!(
-                    "rule {id:?} has no match dimension (schemes, hosts, ports, methods, paths); \
-                     write hosts = [\"**\"] to match everything"
+                    "rule {id:?} has no match dimension (schemes, hosts, ports, methods, paths, \
+                     query, headers, claims); write hosts = [\"**\"] to match everything"
                 ),
             );
         }
@@ -364,6 +452,21 @@ impl FileCtx<'_> {
             }
             self.globset(list, true, "path")
         });
+        let query = spec
+            .query
+            .as_ref()
+            .map(|map| self.value_matchers(map, "query parameter", false, |_| Ok(())));
+        let headers = spec.headers.as_ref().map(|map| {
+            self.value_matchers(map, "header", true, |name| {
+                http::HeaderName::from_bytes(name.as_bytes())
+                    .map(|_| ())
+                    .map_err(|_| format!("invalid header name {name:?}"))
+            })
+        });
+        let claims = spec
+            .claims
+            .as_ref()
+            .map(|map| self.value_matchers(map, "claim", false, |_| Ok(())));
         if self.errors.len() != before {
             return None;
         }
@@ -386,7 +489,77 @@ impl FileCtx<'_> {
             ports,
             methods,
             paths,
+            query,
+            headers,
+            claims,
+            policy: policy_index,
         })
+    }
+
+    /// Compiles `name = glob | [globs]` tables. Header names and values compare
+    /// case-insensitively.
+    fn value_matchers(
+        &mut self,
+        map: &std::collections::BTreeMap<String, Spanned<OneOrMany>>,
+        what: &str,
+        case_insensitive: bool,
+        check_name: impl Fn(&str) -> Result<(), String>,
+    ) -> Vec<ValueMatcher> {
+        let mut out = Vec::with_capacity(map.len());
+        for (name, globs) in map {
+            if name.is_empty() {
+                self.error_at(globs.span(), format!("empty {what} name"));
+                continue;
+            }
+            if let Err(m) = check_name(name) {
+                self.error_at(globs.span(), m);
+                continue;
+            }
+            let list = globs.get_ref().as_slice();
+            if list.is_empty() {
+                self.error_at(
+                    globs.span(),
+                    format!("{what} {name:?} needs at least one glob"),
+                );
+                continue;
+            }
+            let mut builder = GlobSetBuilder::new();
+            let mut ok = true;
+            for glob in list {
+                match GlobBuilder::new(glob)
+                    .case_insensitive(case_insensitive)
+                    .backslash_escape(true)
+                    .build()
+                {
+                    Ok(g) => {
+                        builder.add(g);
+                    }
+                    Err(e) => {
+                        ok = false;
+                        self.error_at(
+                            globs.span(),
+                            format!("invalid glob {glob:?} for {what} {name:?}: {e}"),
+                        );
+                    }
+                }
+            }
+            match builder.build() {
+                Ok(set) if ok => out.push(ValueMatcher {
+                    name: if case_insensitive {
+                        name.to_ascii_lowercase()
+                    } else {
+                        name.clone()
+                    },
+                    globs: set,
+                }),
+                Ok(_) => {}
+                Err(e) => self.error_at(
+                    globs.span(),
+                    format!("invalid globs for {what} {name:?}: {e}"),
+                ),
+            }
+        }
+        out
     }
 
     /// Compiles globs; path globs keep `*` within a segment and let `/x/**` match `/x` too.
@@ -467,7 +640,7 @@ pub enum LabelPattern {
 
 impl HostPattern {
     pub fn parse(pattern: &str) -> Result<HostPattern, String> {
-        let lower = pattern.to_ascii_lowercase();
+        let lower = pattern.to_lowercase();
         let p = lower.strip_suffix('.').unwrap_or(&lower);
         if p == "**" {
             return Ok(HostPattern::Any);
@@ -488,13 +661,36 @@ impl HostPattern {
                     ))
                 }
                 l if l.contains('*') => LabelPattern::Glob(l.to_string()),
-                l => {
-                    normalize_host(l).map_err(|e| format!("invalid host glob {pattern:?}: {e}"))?;
-                    LabelPattern::Literal(l.to_string())
-                }
+                l => LabelPattern::Literal(
+                    normalize_host(l).map_err(|e| format!("invalid host glob {pattern:?}: {e}"))?,
+                ),
             });
         }
         Ok(HostPattern::Labels(labels))
+    }
+
+    /// The literal part an index can key on: the whole host, or the labels after the last
+    /// wildcard label. `None` when nothing literal ends the pattern (`**`, `api.*`).
+    fn literal_suffix(&self) -> Option<HostKey<'_>> {
+        match self {
+            HostPattern::Any => None,
+            HostPattern::Exact(h) => Some(HostKey::Exact(h)),
+            HostPattern::Labels(labels) => {
+                let literal: Vec<&str> = labels
+                    .iter()
+                    .rev()
+                    .map_while(|l| match l {
+                        LabelPattern::Literal(s) => Some(s.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                if literal.is_empty() {
+                    return None;
+                }
+                let suffix: Vec<&str> = literal.into_iter().rev().collect();
+                Some(HostKey::Suffix(suffix.join(".")))
+            }
+        }
     }
 
     /// `host` must already be canonical (see `normalize::normalize_host`).
@@ -503,11 +699,24 @@ impl HostPattern {
             HostPattern::Any => true,
             HostPattern::Exact(h) => h == host,
             HostPattern::Labels(pattern) => {
-                let labels: Vec<&str> = host.split('.').collect();
-                match_labels(pattern, &labels)
+                let mut stack = [""; 16];
+                let count = host.split('.').count();
+                if count <= stack.len() {
+                    for (slot, label) in stack.iter_mut().zip(host.split('.')) {
+                        *slot = label;
+                    }
+                    match_labels(pattern, &stack[..count])
+                } else {
+                    match_labels(pattern, &host.split('.').collect::<Vec<_>>())
+                }
             }
         }
     }
+}
+
+enum HostKey<'a> {
+    Exact(&'a str),
+    Suffix(String),
 }
 
 fn match_labels(pattern: &[LabelPattern], labels: &[&str]) -> bool {

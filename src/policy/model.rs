@@ -1,5 +1,7 @@
 //! The policy file format as users write it (`policies/*.toml`, one policy per file).
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -70,4 +72,27 @@ pub struct RuleSpec {
     pub ports: Option<Vec<Spanned<i64>>>,
     pub methods: Option<Vec<Spanned<String>>>,
     pub paths: Option<Vec<Spanned<String>>>,
+    /// Query parameter name → glob(s) on its decoded value.
+    pub query: Option<BTreeMap<String, Spanned<OneOrMany>>>,
+    /// Header name (case-insensitive) → glob(s) on its value (case-insensitive).
+    pub headers: Option<BTreeMap<String, Spanned<OneOrMany>>>,
+    /// JWT claim name → glob(s) on its value (non-strings by their JSON text).
+    pub claims: Option<BTreeMap<String, Spanned<OneOrMany>>>,
+}
+
+/// A glob, or a list of globs of which any may match.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(v) => v,
+        }
+    }
 }

@@ -216,12 +216,10 @@ fn check_query(q: &[u8]) -> Result<String, NormalizeError> {
             }
             continue;
         }
-        if !(is_unreserved(b) || is_sub_delim_or_pchar(b) || b == b'/' || b == b'?') {
-            return Err(if b == b'\\' {
-                NormalizeError::Backslash
-            } else {
-                NormalizeError::BadChar
-            });
+        // Visible ASCII passes (clients leave `"`, `<`, `|`… unescaped in queries, and the
+        // query is matched decoded); controls, spaces and non-ASCII do not.
+        if !(0x21..=0x7e).contains(&b) {
+            return Err(NormalizeError::BadChar);
         }
         i += 1;
     }
@@ -272,13 +270,13 @@ pub fn normalize_path(raw: &[u8]) -> Result<(String, Option<String>), NormalizeE
         i += 1;
     }
 
-    // Pass 2: segments. Empty segments (duplicate slashes) are merged; dot-segments resolved.
-    let trailing_slash = decoded.ends_with('/');
+    // Pass 2: resolve dot-segments as RFC 3986 and WHATWG do (empty segments count, so
+    // `/a//..` is `/a/`), then merge duplicate slashes in the result.
     let mut out: Vec<&str> = Vec::new();
     let mut has_params = false;
     let segments: Vec<&str> = decoded.split('/').skip(1).collect();
     let last = segments.len().saturating_sub(1);
-    let mut ends_in_dir = trailing_slash;
+    let mut ends_in_dir = decoded.ends_with('/');
     for (n, seg) in segments.iter().enumerate() {
         let bare = seg.split(';').next().unwrap_or("");
         if seg.contains(';') {
@@ -288,7 +286,6 @@ pub fn normalize_path(raw: &[u8]) -> Result<(String, Option<String>), NormalizeE
             }
         }
         match *seg {
-            "" => {}
             "." => {
                 if n == last {
                     ends_in_dir = true;
@@ -305,6 +302,7 @@ pub fn normalize_path(raw: &[u8]) -> Result<(String, Option<String>), NormalizeE
             s => out.push(s),
         }
     }
+    out.retain(|s| !s.is_empty());
     let join = |segs: &mut dyn Iterator<Item = &str>| {
         let mut p = String::with_capacity(decoded.len());
         for s in segs {
@@ -367,19 +365,20 @@ pub fn parse_authority(raw: &[u8], scheme: Scheme) -> Result<(String, u16), Norm
     Ok((host, port))
 }
 
-/// Canonicalizes a host name (not bracketed): lowercase, one trailing dot removed, IPv4 in
-/// every WHATWG spelling (`0x7f.1`, `2130706433`, `0177.0.0.1`) to dotted-quad.
+/// Canonicalizes a host name (not bracketed) as the WHATWG URL standard does: IDNA (UTS 46)
+/// to ASCII (which lowercases), one trailing dot removed, IPv4 in every spelling (`0x7f.1`,
+/// `2130706433`, `0177.0.0.1`) to dotted-quad. Stricter than the standard: percent-encoded
+/// hosts and characters outside letters, digits, '-' and '_' are refused.
 pub fn normalize_host(raw: &str) -> Result<String, NormalizeError> {
     if raw.is_empty() {
         return Err(NormalizeError::Host("empty"));
     }
-    if !raw.is_ascii() {
-        return Err(NormalizeError::Host(
-            "non-ASCII; send the punycode (xn--) form",
-        ));
+    if raw.contains('%') {
+        return Err(NormalizeError::Host("percent-encoded host"));
     }
-    let lower = raw.to_ascii_lowercase();
-    let host = lower.strip_suffix('.').unwrap_or(&lower);
+    let ascii = idna::domain_to_ascii_cow(raw.as_bytes(), idna::AsciiDenyList::URL)
+        .map_err(|_| NormalizeError::Host("not a valid domain name (IDNA)"))?;
+    let host = ascii.strip_suffix('.').unwrap_or(&ascii);
     if host.is_empty() {
         return Err(NormalizeError::Host("empty"));
     }
@@ -537,10 +536,24 @@ mod tests {
             "1.2.3.4.5",
             "09.1.1.1",
             "ex ample.com",
-            "bücher.de",
+            "xn--a.com",
+            "a%2ecom",
         ] {
             assert!(normalize_host(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            normalize_host("bücher.de").as_deref(),
+            Ok("xn--bcher-kva.de")
+        );
+        assert_eq!(
+            normalize_host("BÜCHER.de").as_deref(),
+            Ok("xn--bcher-kva.de")
+        );
+        assert_eq!(
+            normalize_host("ｅｘａｍｐｌｅ。com").as_deref(),
+            Ok("example.com")
+        );
+        assert_eq!(normalize_host("０x７f.1").as_deref(), Ok("127.0.0.1"));
     }
 
     #[test]

@@ -242,6 +242,9 @@ impl Agentwall {
             port: target.port,
             path: &target.path,
             path_without_params: target.path_without_params.as_deref(),
+            query: target.query.as_deref(),
+            headers: Some(&req.headers),
+            claims: None,
         });
         ctx.policies = Some(policies);
         ctx.target = Some(target);
