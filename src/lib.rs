@@ -13,5 +13,6 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod tooling;
 
 pub use config::Config;

@@ -37,6 +37,30 @@ enum Command {
         #[arg(long, env = "AGENTWALL_CONFIG", default_value = "conf/agentwall.toml")]
         config: PathBuf,
     },
+    /// Print the decision for one request as JSON (the proxy's own admission code).
+    Explain {
+        #[arg(long, env = "AGENTWALL_CONFIG", default_value = "conf/agentwall.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        agent: String,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Absolute URL (forward proxy) or a path under a route prefix.
+        #[arg(long)]
+        url: String,
+        /// Request header, `Name: value`; repeatable.
+        #[arg(long = "header", value_name = "K:V")]
+        headers: Vec<String>,
+        /// Request body (accepted; body inspection is not available yet).
+        #[arg(long)]
+        body_file: Option<PathBuf>,
+    },
+    /// Run policy test cases (default: <policies dir>/tests/*.toml); exit 1 on any failure.
+    Test {
+        #[arg(long, env = "AGENTWALL_CONFIG", default_value = "conf/agentwall.toml")]
+        config: PathBuf,
+        dir: Option<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -70,6 +94,112 @@ fn main() -> ExitCode {
             }
         },
         Command::Check { config } => check(&config),
+        Command::Explain {
+            config,
+            agent,
+            method,
+            url,
+            headers,
+            body_file,
+        } => explain(&config, agent, method, url, headers, body_file),
+        Command::Test { config, dir } => test(&config, dir),
+    }
+}
+
+fn load_tools(
+    path: &std::path::Path,
+) -> Result<
+    (
+        agentwall::Config,
+        agentwall::policy::PolicySet,
+        agentwall::proxy::routes::RouteTable,
+    ),
+    ExitCode,
+> {
+    let config = agentwall::Config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::FAILURE
+    })?;
+    let (policies, routes) = agentwall::tooling::load(&config).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::FAILURE
+    })?;
+    Ok((config, policies, routes))
+}
+
+fn explain(
+    config: &std::path::Path,
+    agent: String,
+    method: String,
+    url: String,
+    headers: Vec<String>,
+    body_file: Option<PathBuf>,
+) -> ExitCode {
+    let (_, policies, routes) = match load_tools(config) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    if let Some(file) = body_file {
+        if let Err(e) = std::fs::metadata(&file) {
+            eprintln!("{}: {e}", file.display());
+            return ExitCode::from(2);
+        }
+    }
+    let mut parsed = Vec::with_capacity(headers.len());
+    for h in headers {
+        match h.split_once(':') {
+            Some((k, v)) => parsed.push((k.trim().to_string(), v.trim().to_string())),
+            None => {
+                eprintln!("--header {h:?}: write Name:value");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let spec = agentwall::tooling::RequestSpec {
+        agent,
+        method,
+        url,
+        headers: parsed,
+    };
+    match agentwall::tooling::explain(&policies, &routes, &spec) {
+        Ok(explanation) => match serde_json::to_string_pretty(&explanation) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn test(config: &std::path::Path, dir: Option<PathBuf>) -> ExitCode {
+    let (config, policies, routes) = match load_tools(config) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let dir = dir.unwrap_or_else(|| config.policies.dir.join("tests"));
+    let report = agentwall::tooling::run_tests(&policies, &routes, &dir);
+    for line in &report.lines {
+        println!("{line}");
+    }
+    println!(
+        "policy tests: {} passed, {} failed",
+        report.passed, report.failed
+    );
+    if report.failed == 0 && report.passed > 0 {
+        ExitCode::SUCCESS
+    } else {
+        if report.passed == 0 && report.failed == 0 {
+            eprintln!("no test cases in {}", dir.display());
+        }
+        ExitCode::FAILURE
     }
 }
 

@@ -69,6 +69,8 @@ pub enum NormalizeError {
     AboveRoot,
     #[error("dot-segment with path parameters is ambiguous")]
     DotParam,
+    #[error("both Content-Length and Transfer-Encoding are present")]
+    ConflictingLength,
 }
 
 /// A canonical request target: what the policy sees and what the upstream receives.

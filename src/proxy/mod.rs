@@ -5,6 +5,7 @@
 //! `upstream_request_filter` sends exactly the normalized target that was evaluated.
 //! `logging` records the outcome to the audit channel.
 
+pub mod admission;
 pub mod refusal;
 pub mod routes;
 
@@ -21,14 +22,15 @@ use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::audit::record::format_time;
-use crate::audit::{AuditDecision, AuditRecord, AuditSink, ProxyMode};
+use crate::audit::{AuditDecision, AuditRecord, AuditSink};
 use crate::egress::EgressGuard;
-use crate::identity::{self, AgentId};
+use crate::identity;
 use crate::metrics::Metrics;
-use crate::policy::normalize::{self, Target};
-use crate::policy::{Decision, PolicySet, PolicyStore, RequestFacts, Verdict};
+use crate::policy::normalize;
+use crate::policy::{PolicySet, PolicyStore};
+use admission::Admission;
 use refusal::Refusal;
-use routes::{Route, RouteTable};
+use routes::RouteTable;
 
 /// Everything the phases share; built once at startup.
 pub struct Agentwall {
@@ -70,12 +72,8 @@ impl RequestId {
 pub struct RequestCtx {
     request_id: RequestId,
     started: Instant,
-    mode: ProxyMode,
-    agent: Option<AgentId>,
-    target: Option<Target>,
-    route: Option<Route>,
+    admission: Admission,
     policies: Option<Arc<PolicySet>>,
-    decision: Option<Decision>,
     peer: Option<SocketAddr>,
     refusal: Option<Refusal>,
     upstream_started: Option<Instant>,
@@ -89,12 +87,8 @@ impl ProxyHttp for Agentwall {
         RequestCtx {
             request_id: RequestId::next(),
             started: Instant::now(),
-            mode: ProxyMode::Forward,
-            agent: None,
-            target: None,
-            route: None,
+            admission: Admission::default(),
             policies: None,
-            decision: None,
             peer: None,
             refusal: None,
             upstream_started: None,
@@ -103,7 +97,7 @@ impl ProxyHttp for Agentwall {
 
     /// Decides the request. Returning `Ok(true)` means agentwall answered it itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        match self.admit(session.req_header(), ctx).await {
+        match self.admit(session, ctx).await {
             Ok(()) => Ok(false),
             Err(refusal) => {
                 respond(session, ctx, &refusal).await?;
@@ -118,7 +112,7 @@ impl ProxyHttp for Agentwall {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let (Some(addr), Some(target)) = (ctx.peer, ctx.target.as_ref()) else {
+        let (Some(addr), Some(target)) = (ctx.peer, ctx.admission.target.as_ref()) else {
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "no admitted destination",
@@ -141,7 +135,7 @@ impl ProxyHttp for Agentwall {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(target) = ctx.target.as_ref() else {
+        let Some(target) = ctx.admission.target.as_ref() else {
             return Err(Error::explain(
                 ErrorType::InternalError,
                 "no admitted target",
@@ -150,7 +144,7 @@ impl ProxyHttp for Agentwall {
         upstream.set_raw_path(target.origin_form().as_bytes())?;
         upstream.insert_header(http::header::HOST, target.authority())?;
         strip_agent_headers(upstream);
-        if let Some(route) = &ctx.route {
+        if let Some(route) = &ctx.admission.route {
             for (name, value) in &route.headers {
                 upstream.insert_header(name.clone(), value.clone())?;
             }
@@ -228,66 +222,30 @@ impl ProxyHttp for Agentwall {
 }
 
 impl Agentwall {
-    /// The admission stages, in order. Any `Err` is answered without touching the upstream.
-    async fn admit(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<(), Refusal> {
-        let agent = identity::authenticate(req)?;
-        ctx.agent = Some(agent.clone());
-        let target = self.normalize(req, ctx)?;
+    /// Admission (no network), then the egress guard. Any `Err` is answered without
+    /// touching the upstream.
+    async fn admit(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
+        let raw_head = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
         let policies = self.policies.current().clone();
-        let decision = policies.evaluate(&RequestFacts {
-            agent: agent.as_str(),
-            method: req.method.as_str(),
-            scheme: target.scheme,
-            host: &target.host,
-            port: target.port,
-            path: &target.path,
-            path_without_params: target.path_without_params.as_deref(),
-            query: target.query.as_deref(),
-            headers: Some(&req.headers),
-            claims: None,
-        });
+        let admitted = admission::admit(
+            &policies,
+            &self.routes,
+            session.req_header(),
+            raw_head.as_deref(),
+            &mut ctx.admission,
+        );
         ctx.policies = Some(policies);
-        ctx.target = Some(target);
-        ctx.decision = Some(decision.clone());
-        if decision.verdict == Verdict::Deny {
-            return Err(Refusal::Denied(decision));
-        }
+        admitted?;
         let target = ctx
+            .admission
             .target
             .as_ref()
             .ok_or_else(|| Refusal::BadRequest("no target".into()))?;
         ctx.peer = Some(self.egress.resolve(&target.host, target.port).await?);
         Ok(())
-    }
-
-    /// Absolute-form is the forward proxy; origin-form must match a route.
-    fn normalize(&self, req: &RequestHeader, ctx: &mut RequestCtx) -> Result<Target, Refusal> {
-        let raw = req.raw_path();
-        if raw.first() != Some(&b'/') {
-            ctx.mode = ProxyMode::Forward;
-            let host = req.headers.get(http::header::HOST).map(|h| h.as_bytes());
-            if req.headers.get_all(http::header::HOST).iter().count() > 1 {
-                return Err(Refusal::BadRequest("more than one Host header".into()));
-            }
-            return Ok(normalize::absolute_form(raw, host)?);
-        }
-        ctx.mode = ProxyMode::Reverse;
-        let (path, _, query) = normalize::path_and_query(raw)?;
-        let (route, upstream_path) = self.routes.resolve(&path).ok_or_else(|| {
-            Refusal::NoRoute(format!(
-                "no route for {path}; use the proxy (absolute-form) or a configured route prefix"
-            ))
-        })?;
-        let (path, path_without_params, _) = normalize::path_and_query(upstream_path.as_bytes())?;
-        ctx.route = Some(route.clone());
-        Ok(Target {
-            scheme: route.scheme,
-            host: route.host.clone(),
-            port: route.port,
-            path,
-            path_without_params,
-            query,
-        })
     }
 
     fn audit_record(&self, session: &Session, ctx: &RequestCtx) -> AuditRecord {
@@ -297,19 +255,19 @@ impl Agentwall {
             .map(|r| r.status.as_u16())
             .or(ctx.refusal.as_ref().map(Refusal::status))
             .unwrap_or(0);
-        let decision = match (&ctx.refusal, &ctx.decision) {
+        let decision = match (&ctx.refusal, &ctx.admission.decision) {
             (Some(r), _) => r.decision(),
             (None, Some(_)) if status >= 500 => AuditDecision::Error,
             (None, Some(_)) => AuditDecision::Allow,
             (None, None) => AuditDecision::Error,
         };
-        let rule = ctx.decision.as_ref().and_then(|d| d.rule());
-        let reason = match (&ctx.refusal, &ctx.decision) {
+        let rule = ctx.admission.decision.as_ref().and_then(|d| d.rule());
+        let reason = match (&ctx.refusal, &ctx.admission.decision) {
             (Some(r), _) => r.reason().to_string(),
             (None, Some(d)) => d.reason().to_string(),
             (None, None) => String::new(),
         };
-        let (scheme, host, port, path) = match &ctx.target {
+        let (scheme, host, port, path) = match &ctx.admission.target {
             Some(t) => (t.scheme.as_str(), t.host.clone(), t.port, t.path.clone()),
             None => (
                 "",
@@ -323,6 +281,7 @@ impl Agentwall {
             ts: format_time(SystemTime::now()),
             request_id: ctx.request_id.0.clone(),
             agent: ctx
+                .admission
                 .agent
                 .as_ref()
                 .map(|a| a.to_string())
@@ -331,7 +290,7 @@ impl Agentwall {
                 .client_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_default(),
-            mode: ctx.mode,
+            mode: ctx.admission.mode,
             method: req.method.as_str().to_string(),
             scheme: scheme.to_string(),
             host,
@@ -343,6 +302,7 @@ impl Agentwall {
             rule: rule.map(|r| r.rule.clone()),
             reason,
             shadow: ctx
+                .admission
                 .decision
                 .as_ref()
                 .and_then(|d| d.shadow.as_ref())
