@@ -401,3 +401,47 @@ async fn admin_api_requires_the_token_when_set() {
     assert_eq!(aw.admin_get("/health", None).await.status, 200);
     assert_eq!(aw.admin_get("/metrics", None).await.status, 200);
 }
+
+#[tokio::test]
+async fn monitor_rules_are_recorded_as_shadow_and_never_block() {
+    let up = Upstream::start().await;
+    let trial = r#"
+name = "trial"
+mode = "monitor"
+[[rules]]
+id = "no-exports"
+effect = "deny"
+reason = "exports are under review"
+paths = ["/export/**"]
+[[rules]]
+id = "maybe-other"
+effect = "allow"
+hosts = ["other.invalid"]
+"#;
+    let aw = Agentwall::start(&[("local.toml", LOCAL_POLICY), ("trial.toml", trial)], "").await;
+    let reply = proxy_get(
+        aw.proxy,
+        &format!("http://127.0.0.1:{}/export/all", up.addr.port()),
+        "m",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "a monitor deny never blocks");
+    let rec = aw.record_of(reply.header("x-request-id").unwrap()).await;
+    assert_eq!(rec["decision"], "allow");
+    assert_eq!(rec["rule"], "loopback");
+    assert_eq!(rec["shadow"], "trial/no-exports:deny");
+
+    let reply = proxy_get(aw.proxy, "http://other.invalid/", "m").await;
+    assert_eq!(reply.status, 403, "a monitor allow never allows");
+    let rec = aw.record_of(reply.header("x-request-id").unwrap()).await;
+    assert_eq!(rec["shadow"], "trial/maybe-other:allow");
+
+    let reply = proxy_get(
+        aw.proxy,
+        &format!("http://127.0.0.1:{}/plain", up.addr.port()),
+        "m",
+    )
+    .await;
+    let rec = aw.record_of(reply.header("x-request-id").unwrap()).await;
+    assert!(rec["shadow"].is_null());
+}

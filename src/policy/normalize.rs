@@ -378,8 +378,14 @@ pub fn normalize_host(raw: &str) -> Result<String, NormalizeError> {
     if raw.contains('%') {
         return Err(NormalizeError::Host("percent-encoded host"));
     }
-    let ascii = idna::domain_to_ascii_cow(raw.as_bytes(), idna::AsciiDenyList::URL)
-        .map_err(|_| NormalizeError::Host("not a valid domain name (IDNA)"))?;
+    // Plain ASCII names (the common case) map to themselves lowercased; only non-ASCII and
+    // punycode labels need the full UTS 46 processing.
+    let ascii = if raw.is_ascii() && !raw.to_ascii_lowercase().contains("xn--") {
+        std::borrow::Cow::Owned(raw.to_ascii_lowercase())
+    } else {
+        idna::domain_to_ascii_cow(raw.as_bytes(), idna::AsciiDenyList::URL)
+            .map_err(|_| NormalizeError::Host("not a valid domain name (IDNA)"))?
+    };
     let host = ascii.strip_suffix('.').unwrap_or(&ascii);
     if host.is_empty() {
         return Err(NormalizeError::Host("empty"));
