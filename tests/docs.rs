@@ -81,7 +81,12 @@ fn shipped_configs_load() {
 
 #[test]
 fn policy_examples_compile() {
-    for (i, text) in blocks(&read("docs/policies.md"), "toml").iter().enumerate() {
+    let policies = blocks(&read("docs/policies.md"), "toml");
+    for (i, text) in policies
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| !t.contains("[[case]]"))
+    {
         PolicySet::compile(
             &[(format!("example{i}.toml"), text.clone())],
             DefaultEffect::Deny,
@@ -335,4 +340,63 @@ fn dockerfile_is_multistage_nonroot_with_healthcheck() {
             "{copied}"
         );
     }
+}
+
+/// Runs the agentwall binary in `dir`.
+fn run_in(dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentwall"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The first policy example, its test cases and the `explain` example, run for real.
+#[test]
+fn policy_doc_tooling_examples_run() {
+    let doc = read("docs/policies.md");
+    let tomls = blocks(&doc, "toml");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies/tests")).unwrap();
+    std::fs::write(dir.path().join("policies/github.toml"), &tomls[0]).unwrap();
+    let cases = tomls
+        .iter()
+        .find(|t| t.contains("[[case]]"))
+        .expect("a test case example");
+    std::fs::write(dir.path().join("policies/tests/github.toml"), cases).unwrap();
+    std::fs::write(
+        dir.path().join("agentwall.toml"),
+        "[policies]\ndir = \"policies\"\n",
+    )
+    .unwrap();
+
+    let plain = blocks(&doc, "");
+    let report = plain
+        .iter()
+        .find(|b| b.starts_with("ok "))
+        .expect("a test report example");
+    let (code, stdout) = run_in(dir.path(), &["test", "--config", "agentwall.toml"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(&stdout, report);
+
+    let command = blocks(&doc, "sh")
+        .into_iter()
+        .find(|b| b.starts_with("agentwall explain"))
+        .unwrap();
+    let mut args: Vec<&str> = command.split_whitespace().skip(1).collect();
+    args.extend(["--config", "agentwall.toml"]);
+    let (code, stdout) = run_in(dir.path(), &args);
+    assert_eq!(code, 0);
+    let mut got: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let documented: serde_json::Value = serde_json::from_str(&blocks(&doc, "json")[0]).unwrap();
+    assert!(got["policy_version"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    got["policy_version"] = documented["policy_version"].clone();
+    assert_eq!(got, documented);
 }
