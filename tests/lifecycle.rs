@@ -257,3 +257,26 @@ async fn invalid_policies_at_startup_refuse_to_start_with_file_and_line() {
         );
     }
 }
+
+fn reloads_ok(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("agentwall_policy_reloads_total{result=\"ok\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_policies() {
+    let aw = Agentwall::start(&[("local.toml", ALLOW_LOOPBACK)], "").await;
+    let before = reloads_ok(&aw.admin_get("/metrics", None).await.text());
+    aw.signal(libc::SIGHUP);
+    let reloaded = eventually(Duration::from_secs(5), || async {
+        reloads_ok(&aw.admin_get("/metrics", None).await.text()) > before
+    })
+    .await;
+    assert!(reloaded, "SIGHUP did not reload:\n{}", aw.log());
+    assert!(aw.log().contains("SIGHUP: reloading policies"));
+    assert_eq!(aw.admin_get("/health", None).await.status, 200);
+}
