@@ -231,7 +231,71 @@ pub enum AuthMode {
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     pub mode: AuthMode,
-    pub jwt: Option<toml::Table>,
+    pub jwt: Option<JwtConfig>,
+}
+
+/// `[auth.jwt]`: how tokens are verified (keys are loaded and checked by
+/// `identity::Identity::from_config`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// Pinned: a token whose header names another algorithm is rejected.
+    pub algorithms: Vec<String>,
+    /// HMAC secret (HS*), usually `${env:AGENTWALL_JWT_SECRET}`.
+    pub secret: String,
+    /// PEM public key (RS*, PS*, ES*, EdDSA).
+    pub public_key_file: String,
+    /// JWK set, keys looked up by `kid`; reloaded when the file changes.
+    pub jwks_file: String,
+    /// When set, `iss` must equal it.
+    pub issuer: String,
+    /// When set, `aud` must be or contain it.
+    pub audience: String,
+    pub leeway: HumanDuration,
+    /// The claim holding the agent id.
+    pub agent_claim: String,
+    /// Verified tokens remembered (until their `exp`).
+    pub cache_size: usize,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            algorithms: vec![],
+            secret: String::new(),
+            public_key_file: String::new(),
+            jwks_file: String::new(),
+            issuer: String::new(),
+            audience: String::new(),
+            leeway: HumanDuration(Duration::from_secs(30)),
+            agent_claim: "sub".into(),
+            cache_size: 10_000,
+        }
+    }
+}
+
+// The secret must never reach a log line.
+impl fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("algorithms", &self.algorithms)
+            .field(
+                "secret",
+                &if self.secret.is_empty() {
+                    ""
+                } else {
+                    "[REDACTED]"
+                },
+            )
+            .field("public_key_file", &self.public_key_file)
+            .field("jwks_file", &self.jwks_file)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("leeway", &self.leeway)
+            .field("agent_claim", &self.agent_claim)
+            .field("cache_size", &self.cache_size)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -379,10 +443,10 @@ impl Config {
                 ),
             ));
         }
-        if self.auth.mode == AuthMode::Jwt {
+        if self.auth.mode == AuthMode::Jwt && self.auth.jwt.is_none() {
             return Err(invalid(
-                "auth.mode",
-                "\"jwt\" is not supported by this version yet; use \"none\"".into(),
+                "auth.jwt",
+                "auth.mode = \"jwt\" needs an [auth.jwt] table: algorithms and one of secret, public_key_file, jwks_file".into(),
             ));
         }
         if self.interception.enabled {

@@ -51,9 +51,26 @@ enum Command {
         /// Request header, `Name: value`; repeatable.
         #[arg(long = "header", value_name = "K:V")]
         headers: Vec<String>,
+        /// A claim of the agent's token, `name=value` (JSON values allowed); repeatable.
+        #[arg(long = "claim", value_name = "K=V")]
+        claims: Vec<String>,
         /// Request body (accepted; body inspection is not available yet).
         #[arg(long)]
         body_file: Option<PathBuf>,
+    },
+    /// Mint a development token with the configured HMAC key ([auth.jwt] secret).
+    Token {
+        #[arg(long, env = "AGENTWALL_CONFIG", default_value = "conf/agentwall.toml")]
+        config: PathBuf,
+        /// The agent id (the `sub` claim, and `agent_claim` if that differs).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. 15m, 1h, 7d.
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        /// An extra claim, `name=value` (JSON values allowed); repeatable.
+        #[arg(long = "claim", value_name = "K=V")]
+        claims: Vec<String>,
     },
     /// Run policy test cases (default: <policies dir>/tests/*.toml); exit 1 on any failure.
     Test {
@@ -100,8 +117,15 @@ fn main() -> ExitCode {
             method,
             url,
             headers,
+            claims,
             body_file,
-        } => explain(&config, agent, method, url, headers, body_file),
+        } => explain(&config, agent, method, url, headers, claims, body_file),
+        Command::Token {
+            config,
+            sub,
+            ttl,
+            claims,
+        } => token(&config, &sub, ttl.into(), &claims),
         Command::Test { config, dir } => test(&config, dir),
     }
 }
@@ -133,6 +157,7 @@ fn explain(
     method: String,
     url: String,
     headers: Vec<String>,
+    claims: Vec<String>,
     body_file: Option<PathBuf>,
 ) -> ExitCode {
     let (_, policies, routes) = match load_tools(config) {
@@ -155,11 +180,19 @@ fn explain(
             }
         }
     }
+    let claims = match agentwall::tooling::parse_claims(&claims) {
+        Ok(c) => (!c.is_empty()).then_some(c),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
     let spec = agentwall::tooling::RequestSpec {
         agent,
         method,
         url,
         headers: parsed,
+        claims,
     };
     match agentwall::tooling::explain(&policies, &routes, &spec) {
         Ok(explanation) => match serde_json::to_string_pretty(&explanation) {
@@ -175,6 +208,42 @@ fn explain(
         Err(e) => {
             eprintln!("{e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn token(
+    config: &std::path::Path,
+    sub: &str,
+    ttl: std::time::Duration,
+    claims: &[String],
+) -> ExitCode {
+    let config = match agentwall::Config::load(config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(jwt) = config.auth.jwt.as_ref() else {
+        eprintln!("agentwall token needs [auth.jwt] with an HS* algorithm and a secret");
+        return ExitCode::FAILURE;
+    };
+    let extra: Vec<(String, serde_json::Value)> = match agentwall::tooling::parse_claims(claims) {
+        Ok(c) => c.into_iter().collect(),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match agentwall::identity::mint(jwt, sub, ttl, &extra) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -211,6 +280,10 @@ fn check(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = agentwall::identity::Identity::from_config(&config.auth) {
+        eprintln!("{}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
     match agentwall::policy::PolicySet::load_dir(
         &config.policies.dir,
         config.policies.default_effect,

@@ -15,6 +15,7 @@ use crate::admin::AdminApp;
 use crate::audit::{AuditStore, AuditWriter};
 use crate::config::Config;
 use crate::egress::EgressGuard;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
 use crate::policy::PolicyStore;
 use crate::proxy::routes::RouteTable;
@@ -46,6 +47,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&metrics),
     )?;
     let routes = RouteTable::new(&config.routes).map_err(|e| anyhow!("routes: {e}"))?;
+    let identity = Arc::new(Identity::from_config(&config.auth).map_err(|e| anyhow!("{e}"))?);
+    identity.watch().context("watching the JWK set")?;
 
     let threads = match config.proxy.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -62,6 +65,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     server.bootstrap();
 
     let proxy = Agentwall {
+        identity,
         policies: Arc::clone(&policies),
         routes,
         egress: EgressGuard::new(&config.egress),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use crate::config::{line_col, Config};
+use crate::identity::{AgentId, Identified, Identity};
 use crate::policy::PolicySet;
 use crate::proxy::admission::{self, Admission};
 use crate::proxy::routes::RouteTable;
@@ -20,6 +21,8 @@ pub struct RequestSpec {
     /// Absolute URL (forward proxy) or a path (reverse route).
     pub url: String,
     pub headers: Vec<(String, String)>,
+    /// Claims the agent's token would carry (JWT mode).
+    pub claims: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The decision as `explain` prints it.
@@ -49,8 +52,6 @@ fn build_request(spec: &RequestSpec) -> Result<RequestHeader, String> {
         req.append_header(name.clone(), value.as_str())
             .map_err(|e| format!("invalid header {name}: {e}"))?;
     }
-    req.insert_header(crate::identity::AGENT_HEADER, spec.agent.as_str())
-        .map_err(|e| format!("invalid agent id {:?}: {e}", spec.agent))?;
     Ok(req)
 }
 
@@ -62,8 +63,19 @@ pub fn explain(
     spec: &RequestSpec,
 ) -> Result<Explanation, String> {
     let req = build_request(spec)?;
+    let agent = AgentId::parse(&spec.agent).ok_or_else(|| {
+        format!(
+            "invalid agent id {:?}: 1-128 letters, digits and . _ - : @ /",
+            spec.agent
+        )
+    })?;
+    let who = Identity::Preset(Identified {
+        agent,
+        claims: spec.claims.clone().map(std::sync::Arc::new),
+        token_source: None,
+    });
     let mut out = Admission::default();
-    let result = admission::admit(policies, routes, &req, None, &mut out);
+    let result = admission::admit(&who, policies, routes, &req, None, &mut out);
     let rule = out.decision.as_ref().and_then(|d| d.rule());
     let (decision, status, reason) = match &result {
         Ok(()) => (
@@ -92,6 +104,24 @@ pub fn explain(
         target: out.target.as_ref().map(|t| t.to_string()),
         policy_version: policies.version.clone(),
     })
+}
+
+/// Parses `name=value` claims; a value that is valid JSON (`4`, `true`, `["a","b"]`) is
+/// taken as such, anything else as a string.
+pub fn parse_claims(
+    pairs: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let mut claims = serde_json::Map::new();
+    for pair in pairs {
+        let (name, value) = pair
+            .split_once('=')
+            .filter(|(n, _)| !n.is_empty())
+            .ok_or_else(|| format!("--claim {pair:?}: write name=value"))?;
+        let value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        claims.insert(name.to_string(), value);
+    }
+    Ok(claims)
 }
 
 /// Loads the configuration's routes and policies, or says why not.
@@ -127,6 +157,8 @@ struct Case {
     url: String,
     #[serde(default)]
     headers: std::collections::BTreeMap<String, String>,
+    /// The claims of the agent's token (JWT mode).
+    claims: Option<serde_json::Map<String, serde_json::Value>>,
     /// Accepted for forward compatibility; bodies are not inspected yet.
     #[serde(default)]
     #[allow(dead_code)]
@@ -231,6 +263,7 @@ fn check_case(policies: &PolicySet, routes: &RouteTable, case: &Case) -> Result<
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        claims: case.claims.clone(),
     };
     let got = explain(policies, routes, &spec)?;
     let expected = match case.expect {

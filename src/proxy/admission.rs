@@ -7,7 +7,7 @@ use pingora::http::RequestHeader;
 use super::refusal::Refusal;
 use super::routes::{Route, RouteTable};
 use crate::audit::ProxyMode;
-use crate::identity::{self, AgentId};
+use crate::identity::{AgentId, Identity, IdentityError, TokenSource};
 use crate::policy::normalize::{self, NormalizeError, Target};
 use crate::policy::{Decision, PolicySet, RequestFacts, Verdict};
 
@@ -15,6 +15,8 @@ use crate::policy::{Decision, PolicySet, RequestFacts, Verdict};
 #[derive(Debug)]
 pub struct Admission {
     pub agent: Option<AgentId>,
+    /// Which header carried the agent's token (stripped before forwarding).
+    pub token_source: Option<TokenSource>,
     pub mode: ProxyMode,
     pub target: Option<Target>,
     pub route: Option<Route>,
@@ -25,6 +27,7 @@ impl Default for Admission {
     fn default() -> Self {
         Admission {
             agent: None,
+            token_source: None,
             mode: ProxyMode::Forward,
             target: None,
             route: None,
@@ -36,6 +39,7 @@ impl Default for Admission {
 /// Runs the stages in order; `Err` means the request is answered without an upstream.
 /// `raw_head` is the request head as received (request line and headers), when known.
 pub fn admit(
+    identity: &Identity,
     policies: &PolicySet,
     routes: &RouteTable,
     req: &RequestHeader,
@@ -45,8 +49,20 @@ pub fn admit(
     if let Some(raw) = raw_head {
         check_framing(raw)?;
     }
-    let agent = identity::authenticate(req)?;
-    out.agent = Some(agent.clone());
+    // Absolute-form is the forward proxy (token in Proxy-Authorization); a path is a route.
+    let forward = req.raw_path().first() != Some(&b'/');
+    out.mode = if forward {
+        ProxyMode::Forward
+    } else {
+        ProxyMode::Reverse
+    };
+    let who = identity.authenticate(req, forward).map_err(|e| match e {
+        IdentityError::Unauthenticated(failure) => Refusal::Unauthenticated { failure, forward },
+        other => Refusal::BadRequest(other.to_string()),
+    })?;
+    out.agent = Some(who.agent.clone());
+    out.token_source = who.token_source;
+    let agent = who.agent;
     let target = resolve_target(routes, req, out)?;
     let decision = policies.evaluate(&RequestFacts {
         agent: agent.as_str(),
@@ -58,7 +74,7 @@ pub fn admit(
         path_without_params: target.path_without_params.as_deref(),
         query: target.query.as_deref(),
         headers: Some(&req.headers),
-        claims: None,
+        claims: who.claims.as_deref(),
     });
     out.target = Some(target);
     out.decision = Some(decision.clone());
@@ -79,12 +95,10 @@ fn resolve_target(
     if req.headers.get_all(http::header::HOST).iter().count() > 1 {
         return Err(Refusal::BadRequest("more than one Host header".into()));
     }
-    if raw.first() != Some(&b'/') {
-        out.mode = ProxyMode::Forward;
+    if out.mode == ProxyMode::Forward {
         let host = req.headers.get(http::header::HOST).map(|h| h.as_bytes());
         return Ok(normalize::absolute_form(raw, host)?);
     }
-    out.mode = ProxyMode::Reverse;
     let (path, _, query) = normalize::path_and_query(raw)?;
     let (route, upstream_path) = routes.resolve(&path).ok_or_else(|| {
         Refusal::NoRoute(format!(

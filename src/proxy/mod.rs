@@ -34,6 +34,7 @@ use routes::RouteTable;
 
 /// Everything the phases share; built once at startup.
 pub struct Agentwall {
+    pub identity: Arc<crate::identity::Identity>,
     pub policies: Arc<PolicyStore>,
     pub routes: RouteTable,
     pub egress: EgressGuard,
@@ -100,6 +101,12 @@ impl ProxyHttp for Agentwall {
         match self.admit(session, ctx).await {
             Ok(()) => Ok(false),
             Err(refusal) => {
+                if let Refusal::Unauthenticated { failure, .. } = &refusal {
+                    self.metrics
+                        .auth_failures
+                        .with_label_values(&[failure.code()])
+                        .inc();
+                }
                 respond(session, ctx, &refusal).await?;
                 ctx.refusal = Some(refusal);
                 Ok(true)
@@ -144,6 +151,9 @@ impl ProxyHttp for Agentwall {
         upstream.set_raw_path(target.origin_form().as_bytes())?;
         upstream.insert_header(http::header::HOST, target.authority())?;
         strip_agent_headers(upstream);
+        if ctx.admission.token_source == Some(identity::TokenSource::Authorization) {
+            upstream.remove_header(&http::header::AUTHORIZATION);
+        }
         if let Some(route) = &ctx.admission.route {
             for (name, value) in &route.headers {
                 upstream.insert_header(name.clone(), value.clone())?;
@@ -231,6 +241,7 @@ impl Agentwall {
             .map(|h1| h1.get_headers_raw_bytes());
         let policies = self.policies.current().clone();
         let admitted = admission::admit(
+            &self.identity,
             &policies,
             &self.routes,
             session.req_header(),
@@ -332,7 +343,7 @@ fn strip_agent_headers(req: &mut RequestHeader) {
         .keys()
         .filter(|name| {
             let n = name.as_str();
-            n.starts_with("proxy-") || n == identity::AGENT_HEADER || n == "x-agentwall-token"
+            n.starts_with("proxy-") || n == identity::AGENT_HEADER || n == identity::TOKEN_HEADER
         })
         .cloned()
         .collect();
@@ -350,6 +361,9 @@ async fn respond(session: &mut Session, ctx: &RequestCtx, refusal: &Refusal) -> 
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     if refusal.is_denial() {
         resp.insert_header("x-agentwall-decision", "deny")?;
+    }
+    if let Some((name, value)) = refusal.challenge() {
+        resp.insert_header(name, value)?;
     }
     session.set_keepalive(None);
     session.write_response_header(Box::new(resp), false).await?;

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::audit::AuditDecision;
 use crate::egress::EgressError;
-use crate::identity::IdentityError;
+use crate::identity::AuthFailure;
 use crate::policy::normalize::NormalizeError;
 use crate::policy::Decision;
 
@@ -13,6 +13,8 @@ use crate::policy::Decision;
 pub enum Refusal {
     /// Malformed or ambiguous target, or an unusable agent header (400).
     BadRequest(String),
+    /// No valid token: 407 through the forward proxy, 401 on routes.
+    Unauthenticated { failure: AuthFailure, forward: bool },
     /// A policy denied it (403).
     Denied(Decision),
     /// The destination address is not allowed (403).
@@ -27,12 +29,6 @@ pub enum Refusal {
 
 impl From<NormalizeError> for Refusal {
     fn from(e: NormalizeError) -> Refusal {
-        Refusal::BadRequest(e.to_string())
-    }
-}
-
-impl From<IdentityError> for Refusal {
-    fn from(e: IdentityError) -> Refusal {
         Refusal::BadRequest(e.to_string())
     }
 }
@@ -61,6 +57,8 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Refusal::BadRequest(_) => 400,
+            Refusal::Unauthenticated { forward: true, .. } => 407,
+            Refusal::Unauthenticated { forward: false, .. } => 401,
             Refusal::Denied(_) | Refusal::Egress(_) => 403,
             Refusal::NoRoute(_) => 404,
             Refusal::BadGateway(_) => 502,
@@ -78,6 +76,7 @@ impl Refusal {
     pub fn reason(&self) -> &str {
         match self {
             Refusal::Denied(d) => d.reason(),
+            Refusal::Unauthenticated { failure, .. } => failure.message(),
             Refusal::BadRequest(r)
             | Refusal::Egress(r)
             | Refusal::NoRoute(r)
@@ -89,6 +88,7 @@ impl Refusal {
     fn error_code(&self) -> &'static str {
         match self {
             Refusal::BadRequest(_) => "bad_request",
+            Refusal::Unauthenticated { .. } => "unauthenticated",
             Refusal::Denied(_) | Refusal::Egress(_) => "denied",
             Refusal::NoRoute(_) => "not_found",
             Refusal::BadGateway(_) => "bad_gateway",
@@ -113,6 +113,17 @@ impl Refusal {
         let mut out = serde_json::to_vec(&body).unwrap_or_default();
         out.push(b'\n');
         out
+    }
+
+    /// The challenge header an authentication refusal carries.
+    pub fn challenge(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Refusal::Unauthenticated { forward: true, .. } => {
+                Some(("proxy-authenticate", "Bearer"))
+            }
+            Refusal::Unauthenticated { forward: false, .. } => Some(("www-authenticate", "Bearer")),
+            _ => None,
+        }
     }
 
     /// Whether to mark the response `X-Agentwall-Decision: deny`.
