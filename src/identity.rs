@@ -318,6 +318,16 @@ fn load_jwks(path: &Path) -> Result<HashMap<String, (DecodingKey, Option<Algorit
         .map_err(|e| format!("{}: not a JWK set: {e}", path.display()))?;
     let mut keys = HashMap::new();
     for jwk in &set.keys {
+        use jsonwebtoken::jwk::{KeyOperations, PublicKeyUse};
+        let for_signatures = !matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature)
+            && jwk
+                .common
+                .key_operations
+                .as_ref()
+                .is_none_or(|ops| ops.contains(&KeyOperations::Verify));
+        if !for_signatures {
+            continue;
+        }
         let kid = jwk.common.key_id.clone().unwrap_or_default();
         let key = DecodingKey::from_jwk(jwk)
             .map_err(|e| format!("{}: key {kid:?}: {e}", path.display()))?;
@@ -328,7 +338,10 @@ fn load_jwks(path: &Path) -> Result<HashMap<String, (DecodingKey, Option<Algorit
         keys.insert(kid, (key, alg));
     }
     if keys.is_empty() {
-        return Err(format!("{}: the JWK set has no keys", path.display()));
+        return Err(format!(
+            "{}: the JWK set has no signature keys",
+            path.display()
+        ));
     }
     Ok(keys)
 }
@@ -360,16 +373,20 @@ impl JwtVerifier {
         if sources.iter().filter(|s| **s).count() != 1 {
             return Err("auth.jwt: set exactly one of secret, public_key_file, jwks_file".into());
         }
-        let keys = if hmac != 0 {
+        let keys = if hmac != 0 && c.jwks_file.is_empty() {
             if c.secret.is_empty() {
                 return Err(
-                    "auth.jwt: HS* algorithms need secret = \"${env:AGENTWALL_JWT_SECRET}\"".into(),
+                    "auth.jwt: HS* algorithms need secret = \"${env:AGENTWALL_JWT_SECRET}\" \
+                            (or a jwks_file of oct keys)"
+                        .into(),
                 );
             }
             if c.secret.len() < 32 {
                 return Err("auth.jwt.secret: use at least 32 bytes (e.g. `head -c 32 /dev/urandom | base64`)".into());
             }
             Keys::Secret(DecodingKey::from_secret(c.secret.as_bytes()))
+        } else if !c.secret.is_empty() {
+            return Err("auth.jwt.secret is for HS* algorithms; public-key algorithms need public_key_file or jwks_file".into());
         } else if !c.public_key_file.is_empty() {
             let pem = std::fs::read(&c.public_key_file)
                 .map_err(|e| format!("auth.jwt.public_key_file {}: {e}", c.public_key_file))?;
@@ -421,7 +438,11 @@ impl JwtVerifier {
 
     /// Checks a token, from the cache when it was verified before and has not expired.
     pub fn verify(&self, token: &str) -> Result<Arc<Verified>, AuthFailure> {
-        let now = unix_now();
+        self.verify_at(token, unix_now())
+    }
+
+    /// `verify` as of `now` (seconds since the epoch).
+    pub fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Verified>, AuthFailure> {
         if let Some(hit) = self.cache.get(token) {
             self.check_times(hit.exp, hit.nbf, now)?;
             return Ok(hit);
@@ -467,15 +488,8 @@ impl JwtVerifier {
             Ok(a) => a,
             Err(_) => return Err(AuthFailure::AlgNotAllowed),
         };
-        if is_hmac(alg) && !matches!(*self.keys, Keys::Secret(_)) {
-            return Err(AuthFailure::KeyConfusion);
-        }
-        if !self.algorithms.contains(&alg) {
-            return Err(AuthFailure::AlgNotAllowed);
-        }
-        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-        let verified = match &*self.keys {
-            Keys::Secret(key) | Keys::Pem(key) => verify_with(signature, signing_input, key, alg),
+        let key = match &*self.keys {
+            Keys::Secret(key) | Keys::Pem(key) => key.clone(),
             Keys::Jwks { keys, .. } => {
                 let keys = keys.load();
                 let kid = header.get("kid").and_then(Value::as_str);
@@ -488,9 +502,17 @@ impl JwtVerifier {
                 if key_alg.is_some_and(|a| a != alg) {
                     return Err(AuthFailure::AlgNotAllowed);
                 }
-                verify_with(signature, signing_input, key, alg)
+                key.clone()
             }
         };
+        if is_hmac(alg) && key.family() != jsonwebtoken::AlgorithmFamily::Hmac {
+            return Err(AuthFailure::KeyConfusion);
+        }
+        if !self.algorithms.contains(&alg) || key.family() != alg.family() {
+            return Err(AuthFailure::AlgNotAllowed);
+        }
+        let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
+        let verified = verify_with(signature, signing_input, &key, alg);
         if !verified {
             return Err(AuthFailure::BadSignature);
         }
