@@ -452,6 +452,12 @@ impl JwtVerifier {
         Ok(verified)
     }
 
+    /// Full verification bypassing the cache (for benchmarks).
+    #[doc(hidden)]
+    pub fn verify_uncached_for_bench(&self, token: &str) -> Result<Verified, AuthFailure> {
+        self.verify_uncached(token, unix_now())
+    }
+
     fn check_times(&self, exp: u64, nbf: Option<u64>, now: u64) -> Result<(), AuthFailure> {
         if now > exp.saturating_add(self.leeway) {
             return Err(AuthFailure::Expired);

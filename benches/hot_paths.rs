@@ -1,5 +1,5 @@
-//! Hot-path benches: policy evaluation at several rule counts, target normalization, and the
-//! audit writer's per-record cost (hash + sled batch append).
+//! Hot-path benches: policy evaluation at several rule counts, target normalization, the audit
+//! writer's per-record cost, and JWT verification (cached and fresh).
 
 use std::hint::black_box;
 
@@ -116,11 +116,54 @@ fn bench_seal(c: &mut Criterion) {
     });
 }
 
+/// Identity per request: a token seen before (cache hit) and a fresh HS256 token.
+fn bench_identity(c: &mut Criterion) {
+    use agentwall::config::JwtConfig;
+    use agentwall::identity::JwtVerifier;
+    let secret = "bench-secret-that-is-at-least-32-bytes-long";
+    let verifier = JwtVerifier::new(&JwtConfig {
+        algorithms: vec!["HS256".into()],
+        secret: secret.into(),
+        cache_size: 1_000_000,
+        ..JwtConfig::default()
+    })
+    .expect("verifier");
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() + 3600)
+        .unwrap_or(u64::MAX / 2);
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    let token = |n: u64| {
+        let claims =
+            serde_json::json!({ "sub": format!("agent-{n}"), "exp": exp, "team": "research" });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &key,
+        )
+        .expect("token")
+    };
+    let cached = token(0);
+    verifier.verify(&cached).expect("valid");
+    c.bench_function("identity/jwt_cached", |b| {
+        b.iter(|| black_box(verifier.verify(black_box(&cached))))
+    });
+    let fresh: Vec<String> = (1..=100_000).map(token).collect();
+    let mut i = 0;
+    c.bench_function("identity/jwt_hs256_uncached", |b| {
+        b.iter(|| {
+            i = (i + 1) % fresh.len();
+            black_box(verifier.verify_uncached_for_bench(&fresh[i]))
+        })
+    });
+}
+
 criterion_group!(
     benches,
     bench_eval,
     bench_normalize,
     bench_audit,
-    bench_seal
+    bench_seal,
+    bench_identity
 );
 criterion_main!(benches);
