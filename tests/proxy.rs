@@ -445,3 +445,49 @@ hosts = ["other.invalid"]
     let rec = aw.record_of(reply.header("x-request-id").unwrap()).await;
     assert!(rec["shadow"].is_null());
 }
+
+#[tokio::test]
+async fn injected_credentials_are_scrubbed_from_responses() {
+    let up = Upstream::start().await;
+    std::env::set_var("AW_TEST_SCRUB_TOKEN", "ghp_0123456789abcdefSECRET");
+    let routes = format!(
+        "[[routes]]\nprefix = \"/gh/\"\nupstream = \"http://127.0.0.1:{p}\"\n\
+         headers = {{ Authorization = \"Bearer ${{env:AW_TEST_SCRUB_TOKEN}}\" }}\n\
+         [[routes]]\nprefix = \"/raw/\"\nupstream = \"http://127.0.0.1:{p}\"\nscrub_response = false\n\
+         headers = {{ Authorization = \"Bearer ${{env:AW_TEST_SCRUB_TOKEN}}\" }}\n",
+        p = up.addr.port()
+    );
+    let aw = Agentwall::start(&[("local.toml", LOCAL_POLICY)], &routes).await;
+    let reply = raw(
+        aw.proxy,
+        b"GET /gh/echo HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        up.last().header("authorization"),
+        Some("Bearer ghp_0123456789abcdefSECRET")
+    );
+    assert_eq!(up.last().header("accept-encoding"), Some("identity"));
+    let body = reply.text();
+    assert!(!body.contains("ghp_0123456789abcdefSECRET"), "{body}");
+    assert_eq!(body, "you sent: [REDACTED] (token part [REDACTED])");
+    assert_eq!(reply.header("x-echo-auth"), Some("[REDACTED]"));
+    let cookies: Vec<&str> = reply
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(cookies, vec!["a=1", "t=[REDACTED]"]);
+    // The secret is in no log line either.
+    assert!(!aw.log().contains("ghp_0123456789abcdefSECRET"));
+
+    // scrub_response = false leaves the response alone.
+    let reply = raw(
+        aw.proxy,
+        b"GET /raw/echo HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.text().contains("ghp_0123456789abcdefSECRET"));
+}

@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod refusal;
 pub mod routes;
+pub mod scrub;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +79,8 @@ pub struct RequestCtx {
     peer: Option<SocketAddr>,
     refusal: Option<Refusal>,
     upstream_started: Option<Instant>,
+    /// Set when the route's injected credentials must be scrubbed from the response body.
+    scrubber: Option<scrub::Scrubber>,
 }
 
 #[async_trait]
@@ -93,6 +96,7 @@ impl ProxyHttp for Agentwall {
             peer: None,
             refusal: None,
             upstream_started: None,
+            scrubber: None,
         }
     }
 
@@ -158,6 +162,10 @@ impl ProxyHttp for Agentwall {
             for (name, value) in &route.headers {
                 upstream.insert_header(name.clone(), value.clone())?;
             }
+            if !route.secrets.is_empty() {
+                // Scrubbing needs the body as sent: ask for it uncompressed.
+                upstream.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+            }
         }
         Ok(())
     }
@@ -169,7 +177,32 @@ impl ProxyHttp for Agentwall {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(route) = ctx
+            .admission
+            .route
+            .as_ref()
+            .filter(|r| !r.secrets.is_empty())
+        {
+            scrub_headers(response, &route.secrets)?;
+            ctx.scrubber = Some(scrub::Scrubber::new(route.secrets.clone()));
+        }
         Ok(())
+    }
+
+    /// Streams the body through the route's scrubber, if any.
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(scrubber) = ctx.scrubber.as_mut() {
+            let chunk = body.as_deref().unwrap_or_default();
+            let out = scrubber.push(chunk, end_of_stream);
+            *body = (!out.is_empty() || end_of_stream).then(|| Bytes::from(out));
+        }
+        Ok(None)
     }
 
     /// Upstream failures answer 502, timeouts 504, in the same JSON shape as denials.
@@ -334,6 +367,49 @@ impl Agentwall {
             hash: String::new(),
         }
     }
+}
+
+/// Replaces injected secrets in response headers. The body length may change, so the length
+/// is dropped (the response is re-framed); a compressed body could hide a secret, so it is
+/// refused rather than passed on.
+fn scrub_headers(response: &mut ResponseHeader, secrets: &scrub::Secrets) -> Result<()> {
+    let encoded = response
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(502),
+            "upstream sent a compressed body that cannot be scrubbed of injected credentials",
+        ));
+    }
+    response.remove_header(&http::header::CONTENT_LENGTH);
+    let touched: Vec<http::HeaderName> = response
+        .headers
+        .iter()
+        .filter(|(_, value)| secrets.scrub_all(value.as_bytes()).is_some())
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in touched {
+        // Rewrite every value of the header, in order, so repeated headers survive.
+        let values: Vec<Vec<u8>> = response
+            .headers
+            .get_all(&name)
+            .iter()
+            .map(|v| {
+                secrets
+                    .scrub_all(v.as_bytes())
+                    .unwrap_or_else(|| v.as_bytes().to_vec())
+            })
+            .collect();
+        response.remove_header(&name);
+        for value in values {
+            let value = http::HeaderValue::from_bytes(&value)
+                .map_err(|_| Error::explain(ErrorType::InternalError, "scrubbed header value"))?;
+            response.append_header(name.clone(), value)?;
+        }
+    }
+    Ok(())
 }
 
 /// Headers that carry the agent's identity or are meant for the proxy only.

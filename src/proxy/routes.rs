@@ -18,7 +18,8 @@ pub struct Route {
     pub base_path: String,
     /// Injected upstream, replacing whatever the agent sent under the same names.
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub scrub_response: bool,
+    /// The injected values to scrub from responses (empty when `scrub_response = false`).
+    pub secrets: super::scrub::Secrets,
 }
 
 impl std::fmt::Debug for Route {
@@ -90,7 +91,12 @@ impl Route {
                 v.set_sensitive(true);
                 Ok((n, v))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<Vec<(HeaderName, HeaderValue)>, String>>()?;
+        let secrets = if c.scrub_response {
+            super::scrub::Secrets::from_values(headers.iter().map(|(_, v)| v.as_bytes()))
+        } else {
+            super::scrub::Secrets::default()
+        };
         Ok(Route {
             prefix,
             scheme,
@@ -98,7 +104,7 @@ impl Route {
             port,
             base_path: base_path.to_string(),
             headers,
-            scrub_response: c.scrub_response,
+            secrets,
         })
     }
 }

@@ -123,6 +123,8 @@ async fn serve(stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) -> std::io::Resul
             }
         }
         let slow = target.contains("/slow");
+        let echo = target.contains("/echo");
+        let auth = get("authorization").unwrap_or_default();
         seen.lock().unwrap().push(Seen {
             method,
             target,
@@ -131,6 +133,26 @@ async fn serve(stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) -> std::io::Resul
         });
         if slow {
             tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        if echo {
+            // Echo the credential back, in a header and split across two body chunks.
+            let (a, b) = auth.split_at(auth.len() / 2);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\
+                 x-echo-auth: {auth}\r\nset-cookie: a=1\r\nset-cookie: t={auth}\r\n\r\n"
+            );
+            let first = format!("you sent: {a}");
+            let second = format!("{b} (token part {})", auth.rsplit(' ').next().unwrap_or(""));
+            let stream = reader.get_mut();
+            stream.write_all(head.as_bytes()).await?;
+            for chunk in [first, second] {
+                stream
+                    .write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
+                    .await?;
+                stream.flush().await?;
+            }
+            stream.write_all(b"0\r\n\r\n").await?;
+            continue;
         }
         let body = b"upstream ok";
         let head = format!(
@@ -189,12 +211,29 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
         None
     })
     .await;
-    parse_complete(&buf).unwrap_or_else(|| {
+    parse_complete(&buf).or_else(|| parse_close_delimited(&buf)).unwrap_or_else(|| {
         panic!(
             "incomplete response to {:?}: {:?}",
             String::from_utf8_lossy(request),
             String::from_utf8_lossy(&buf)
         )
+    })
+}
+
+/// A response without Content-Length or chunking ends when the connection closes.
+fn parse_close_delimited(buf: &[u8]) -> Option<Reply> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Some(Reply {
+        status,
+        headers,
+        body: buf[end + 4..].to_vec(),
     })
 }
 
