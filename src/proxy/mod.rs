@@ -172,7 +172,7 @@ impl ProxyHttp for Agentwall {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -184,6 +184,14 @@ impl ProxyHttp for Agentwall {
             .filter(|r| !r.secrets.is_empty())
         {
             scrub_headers(response, &route.secrets)?;
+            if session.req_header().version == http::Version::HTTP_11
+                && !response
+                    .headers
+                    .contains_key(http::header::TRANSFER_ENCODING)
+            {
+                // The length may change: re-frame as chunked so the connection can be reused.
+                response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
             ctx.scrubber = Some(scrub::Scrubber::new(route.secrets.clone()));
         }
         Ok(())

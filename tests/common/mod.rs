@@ -211,13 +211,15 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> Reply {
         None
     })
     .await;
-    parse_complete(&buf).or_else(|| parse_close_delimited(&buf)).unwrap_or_else(|| {
-        panic!(
-            "incomplete response to {:?}: {:?}",
-            String::from_utf8_lossy(request),
-            String::from_utf8_lossy(&buf)
-        )
-    })
+    parse_complete(&buf)
+        .or_else(|| parse_close_delimited(&buf))
+        .unwrap_or_else(|| {
+            panic!(
+                "incomplete response to {:?}: {:?}",
+                String::from_utf8_lossy(request),
+                String::from_utf8_lossy(&buf)
+            )
+        })
 }
 
 /// A response without Content-Length or chunking ends when the connection closes.
