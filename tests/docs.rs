@@ -40,6 +40,10 @@ fn set_example_env() {
     std::env::set_var("GITHUB_TOKEN", "example-github-token");
     std::env::set_var("OPENAI_API_KEY", "example-openai-key");
     std::env::set_var("AGENTWALL_ADMIN_TOKEN", "example-admin-token");
+    std::env::set_var(
+        "AGENTWALL_JWT_SECRET",
+        "example-jwt-secret-of-at-least-32-bytes",
+    );
 }
 
 #[test]
@@ -51,6 +55,12 @@ fn config_examples_parse() {
         Config::parse(&format!("docs/config.md block {i}"), text)
             .unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
+    let jwt = examples
+        .iter()
+        .find(|e| e.contains("[auth.jwt]"))
+        .expect("a JWT example");
+    let jwt = Config::parse("jwt", jwt).unwrap();
+    agentwall::identity::Identity::from_config(&jwt.auth).unwrap();
     let full = Config::parse("full", &examples[0]).unwrap();
     assert_eq!(full.routes.len(), 1);
     assert_eq!(
@@ -67,6 +77,40 @@ fn shipped_configs_load() {
     assert_eq!(default.admin.listen, "127.0.0.1:9090");
     let production = Config::parse("conf/production.toml", &read("conf/production.toml")).unwrap();
     assert_eq!(production.admin.token, "example-admin-token");
+    assert_eq!(production.auth.mode, agentwall::config::AuthMode::Jwt);
+    // With its public key in place, the production identity configuration loads.
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("issuer.key");
+    let public = dir.path().join("agents.pem");
+    for args in [
+        vec![
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            key.to_str().unwrap(),
+        ],
+        vec![
+            "pkey",
+            "-in",
+            key.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ],
+    ] {
+        let status = std::process::Command::new("openssl")
+            .args(&args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let mut with_key = production.clone();
+    with_key.auth.jwt.as_mut().unwrap().public_key_file = public.display().to_string();
+    agentwall::identity::Identity::from_config(&with_key.auth).unwrap();
     assert!(production.egress.deny_private);
     // Without the variable, startup is refused naming it (another name: tests share the env).
     let unset =
@@ -399,4 +443,79 @@ fn policy_doc_tooling_examples_run() {
         .starts_with("sha256:"));
     got["policy_version"] = documented["policy_version"].clone();
     assert_eq!(got, documented);
+}
+
+/// The key-generation commands in docs/security.md, run for real: each key pair signs a
+/// token that the documented algorithm verifies with the documented public key file.
+#[test]
+fn security_doc_key_commands_work() {
+    use agentwall::config::JwtConfig;
+    let doc = read("docs/security.md");
+    let script = blocks(&doc, "sh").into_iter().next().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<&str> = script
+        .lines()
+        .filter(|l| l.starts_with("openssl "))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        6,
+        "RSA, EC and Ed25519: generate, then export the public key"
+    );
+    for (pair, alg) in lines.chunks(2).zip(["RS256", "ES256", "EdDSA"]) {
+        for line in pair {
+            let args: Vec<&str> = line
+                .split('#')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .skip(1)
+                .collect();
+            let ok = std::process::Command::new("openssl")
+                .args(&args)
+                .current_dir(dir.path())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(ok.success(), "{line}");
+        }
+        let private = std::fs::read(dir.path().join("issuer.key")).unwrap();
+        let (alg, key) = match alg {
+            "RS256" => (
+                jsonwebtoken::Algorithm::RS256,
+                jsonwebtoken::EncodingKey::from_rsa_pem(&private),
+            ),
+            "ES256" => (
+                jsonwebtoken::Algorithm::ES256,
+                jsonwebtoken::EncodingKey::from_ec_pem(&private),
+            ),
+            _ => (
+                jsonwebtoken::Algorithm::EdDSA,
+                jsonwebtoken::EncodingKey::from_ed_pem(&private),
+            ),
+        };
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(alg),
+            &serde_json::json!({ "sub": "research-1", "exp": exp }),
+            &key.unwrap(),
+        )
+        .unwrap();
+        let verifier = agentwall::identity::JwtVerifier::new(&JwtConfig {
+            algorithms: vec![format!("{alg:?}")],
+            public_key_file: dir.path().join("agents.pem").display().to_string(),
+            ..JwtConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            verifier.verify(&token).unwrap().agent.as_str(),
+            "research-1"
+        );
+    }
+    // The HS256 line: agentwall token mints what the proxy accepts.
+    assert!(script.contains("agentwall token --sub research-1 --ttl 1h --claim team=research"));
 }
