@@ -293,7 +293,7 @@ pub struct JwtVerifier {
     audience: Option<String>,
     leeway: u64,
     agent_claim: String,
-    cache: TokenCache,
+    cache: Arc<TokenCache>,
 }
 
 fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
@@ -432,7 +432,7 @@ impl JwtVerifier {
             audience: (!c.audience.is_empty()).then(|| c.audience.clone()),
             leeway: c.leeway.0.as_secs(),
             agent_claim: c.agent_claim.clone(),
-            cache: TokenCache::new(c.cache_size),
+            cache: Arc::new(TokenCache::new(c.cache_size)),
         })
     }
 
@@ -589,6 +589,7 @@ impl JwtVerifier {
         })?;
         watcher.watch(&dir, RecursiveMode::NonRecursive)?;
         let keys = Arc::clone(&self.keys);
+        let cache = Arc::clone(&self.cache);
         std::thread::Builder::new()
             .name("jwks-watch".into())
             .spawn(move || {
@@ -604,6 +605,8 @@ impl JwtVerifier {
                         Ok(new) => {
                             tracing::info!(keys = new.len(), "JWK set reloaded");
                             keys.store(Arc::new(new));
+                            // A removed key must not live on in tokens verified with it.
+                            cache.clear();
                         }
                         Err(e) => tracing::error!(error = %e, "JWK set reload rejected; previous keys stay active"),
                     }
@@ -667,6 +670,12 @@ impl TokenCache {
     fn get(&self, token: &str) -> Option<Arc<Verified>> {
         let shard = self.shard(token).lock().unwrap_or_else(|p| p.into_inner());
         shard.get(token).cloned()
+    }
+
+    fn clear(&self) {
+        for shard in &self.shards {
+            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
     }
 
     fn insert(&self, token: &str, verified: Arc<Verified>) {

@@ -552,3 +552,60 @@ claims = { team = "research" }
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_changed_jwks_file_is_reloaded_and_a_broken_one_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let oct = |kid: &str, secret: &[u8]| json!({ "kty": "oct", "kid": kid, "alg": "HS256", "k": b64(secret) });
+    let jwks = dir.path().join("keys.json");
+    let old_secret = b"old-secret-old-secret-old-secret";
+    let new_secret = b"new-secret-new-secret-new-secret";
+    std::fs::write(
+        &jwks,
+        json!({ "keys": [oct("old", old_secret)] }).to_string(),
+    )
+    .unwrap();
+    let verifier = JwtVerifier::new(&JwtConfig {
+        jwks_file: jwks.display().to_string(),
+        ..config(&["HS256"])
+    })
+    .unwrap();
+    verifier.watch().unwrap();
+    let token = |kid: &str, secret: &[u8]| {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(
+            &header,
+            &claims("rotating"),
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    };
+    let old = token("old", old_secret);
+    let new = token("new", new_secret);
+    assert!(verifier.verify(&old).is_ok());
+    assert_eq!(verifier.verify(&new).unwrap_err(), AuthFailure::UnknownKey);
+
+    // Rotation: the new key is added (old one kept), then the old one removed.
+    write_atomically(
+        &jwks,
+        &json!({ "keys": [oct("old", old_secret), oct("new", new_secret)] }).to_string(),
+    );
+    let added = eventually(std::time::Duration::from_secs(3), || async {
+        verifier.verify(&new).is_ok()
+    })
+    .await;
+    assert!(added, "the new key was not picked up");
+    write_atomically(&jwks, "{ not json");
+    write_atomically(
+        &jwks,
+        &json!({ "keys": [oct("new", new_secret)] }).to_string(),
+    );
+    let fresh_old = token("old", old_secret);
+    let removed = eventually(std::time::Duration::from_secs(3), || async {
+        verifier.verify(&fresh_old).err() == Some(AuthFailure::UnknownKey)
+    })
+    .await;
+    assert!(removed, "the old key was not dropped");
+    assert!(verifier.verify(&new).is_ok());
+}
