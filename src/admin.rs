@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::audit::record::{format_time, parse_time_bound, AuditDecision};
 use crate::audit::{AuditSink, AuditStore, LogQuery};
 use crate::metrics::Metrics;
+use crate::policy::normalize::percent_decode;
 use crate::policy::PolicyStore;
 
 pub struct AdminApp {
@@ -54,33 +55,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// Decodes `application/x-www-form-urlencoded` pairs.
 fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let escaped = (bytes[i] == b'%')
-                .then(|| bytes.get(i + 1..i + 3))
-                .flatten()
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok());
-            match (escaped, bytes[i]) {
-                (Some(v), _) => {
-                    out.push(v);
-                    i += 3;
-                    continue;
-                }
-                (None, b'+') => out.push(b' '),
-                (None, b) => out.push(b),
-            }
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
+    let decode = |s: &str| percent_decode(s, true);
     query
         .split('&')
         .filter(|p| !p.is_empty())
-        .map(|pair| match pair.split_once('=') {
+        .map(move |pair| match pair.split_once('=') {
             Some((k, v)) => (decode(k), decode(v)),
             None => (decode(pair), String::new()),
         })

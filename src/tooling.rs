@@ -76,7 +76,7 @@ pub fn explain(
     });
     let mut out = Admission::default();
     let result = admission::admit(&who, policies, routes, &req, None, &mut out);
-    let rule = out.decision.as_ref().and_then(|d| d.rule());
+    let rule = out.rule();
     let (decision, status, reason) = match &result {
         Ok(()) => (
             "allow",
@@ -94,11 +94,7 @@ pub fn explain(
         policy: rule.map(|r| r.policy.clone()),
         rule: rule.map(|r| r.rule.clone()),
         reason,
-        shadow: out
-            .decision
-            .as_ref()
-            .and_then(|d| d.shadow.as_ref())
-            .map(|s| s.describe()),
+        shadow: out.shadow(),
         agent: out.agent.as_ref().map(|a| a.to_string()),
         mode: out.mode.as_str(),
         target: out.target.as_ref().map(|t| t.to_string()),

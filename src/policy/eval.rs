@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::compile::{CompiledRule, PolicySet, RuleMeta, ValueMatcher};
 use super::model::{Effect, Mode};
-use super::normalize::Scheme;
+use super::normalize::{percent_decode, Scheme};
 use crate::config::DefaultEffect;
 
 /// What is known about a request when it is evaluated. Every field is canonical.
@@ -140,30 +140,6 @@ impl QueryParams {
             .filter(move |(n, _)| n == name)
             .flat_map(|(_, readings)| readings.iter().map(String::as_str))
     }
-}
-
-fn percent_decode(s: &str, plus_is_space: bool) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).and_then(|&b| hex(b)),
-            bytes.get(i + 2).and_then(|&b| hex(b)),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-            (b'+', _, _) if plus_is_space => out.push(b' '),
-            (b, _, _) => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A deny rule matches when any value matches (so a repeated parameter cannot hide a bad

@@ -204,6 +204,30 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// Decodes every `%XX` (invalid escapes are kept as written), optionally `+` as space, as
+/// query strings and forms mean them. For matching and parameters, never for forwarding.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escape = (bytes[i] == b'%')
+            .then(|| Some((hex(*bytes.get(i + 1)?)?, hex(*bytes.get(i + 2)?)?)))
+            .flatten();
+        match (escape, bytes[i]) {
+            (Some((h, l)), _) => {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+            (None, b'+') if plus_is_space => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn check_query(q: &[u8]) -> Result<String, NormalizeError> {
     let mut i = 0;
     while i < q.len() {

@@ -36,6 +36,22 @@ impl Default for Admission {
     }
 }
 
+impl Admission {
+    /// The rule that decided, if a rule did.
+    pub fn rule(&self) -> Option<&crate::policy::compile::RuleMeta> {
+        self.decision.as_ref().and_then(|d| d.rule())
+    }
+
+    /// The monitor rule that would have changed the outcome, as `policy/rule:effect`.
+    pub fn shadow(&self) -> Option<String> {
+        self.decision
+            .as_ref()?
+            .shadow
+            .as_ref()
+            .map(|s| s.describe())
+    }
+}
+
 /// Runs the stages in order; `Err` means the request is answered without an upstream.
 /// `raw_head` is the request head as received (request line and headers), when known.
 pub fn admit(

@@ -313,7 +313,7 @@ impl Agentwall {
             (None, Some(_)) => AuditDecision::Allow,
             (None, None) => AuditDecision::Error,
         };
-        let rule = ctx.admission.decision.as_ref().and_then(|d| d.rule());
+        let rule = ctx.admission.rule();
         let reason = match (&ctx.refusal, &ctx.admission.decision) {
             (Some(r), _) => r.reason().to_string(),
             (None, Some(d)) => d.reason().to_string(),
@@ -353,12 +353,7 @@ impl Agentwall {
             policy: rule.map(|r| r.policy.clone()),
             rule: rule.map(|r| r.rule.clone()),
             reason,
-            shadow: ctx
-                .admission
-                .decision
-                .as_ref()
-                .and_then(|d| d.shadow.as_ref())
-                .map(|s| s.describe()),
+            shadow: ctx.admission.shadow(),
             detectors: vec![],
             bytes_in: session.body_bytes_read() as u64,
             bytes_out: session.body_bytes_sent() as u64,
