@@ -23,65 +23,6 @@ fn now() -> u64 {
         .as_secs()
 }
 
-fn openssl(args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Generates a private key (`kind`: rsa, p256, p384, ed25519) and its public PEM.
-fn keypair(dir: &Path, kind: &str) -> (PathBuf, PathBuf) {
-    let private = dir.join(format!("{kind}.key"));
-    let public = dir.join(format!("{kind}.pub.pem"));
-    let p = private.to_str().unwrap();
-    match kind {
-        "rsa" => openssl(&[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            p,
-        ]),
-        "p256" => openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            p,
-        ]),
-        "p384" => openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-out",
-            p,
-        ]),
-        "ed25519" => openssl(&["genpkey", "-algorithm", "ed25519", "-out", p]),
-        other => panic!("{other}"),
-    }
-    openssl(&[
-        "pkey",
-        "-in",
-        p,
-        "-pubout",
-        "-out",
-        public.to_str().unwrap(),
-    ]);
-    (private, public)
-}
-
 fn claims(sub: &str) -> Value {
     json!({ "sub": sub, "exp": now() + 600, "iat": now(), "team": "research" })
 }

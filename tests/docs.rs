@@ -80,34 +80,7 @@ fn shipped_configs_load() {
     assert_eq!(production.auth.mode, agentwall::config::AuthMode::Jwt);
     // With its public key in place, the production identity configuration loads.
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("issuer.key");
-    let public = dir.path().join("agents.pem");
-    for args in [
-        vec![
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            key.to_str().unwrap(),
-        ],
-        vec![
-            "pkey",
-            "-in",
-            key.to_str().unwrap(),
-            "-pubout",
-            "-out",
-            public.to_str().unwrap(),
-        ],
-    ] {
-        let status = std::process::Command::new("openssl")
-            .args(&args)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
+    let (_, public) = keypair(dir.path(), "rsa");
     let mut with_key = production.clone();
     with_key.auth.jwt.as_mut().unwrap().public_key_file = public.display().to_string();
     agentwall::identity::Identity::from_config(&with_key.auth).unwrap();
