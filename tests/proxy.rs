@@ -491,3 +491,77 @@ async fn injected_credentials_are_scrubbed_from_responses() {
     .await;
     assert!(reply.text().contains("ghp_0123456789abcdefSECRET"));
 }
+
+#[tokio::test]
+async fn a_full_audit_queue_refuses_with_503_rather_than_lose_records() {
+    let up = Upstream::start().await;
+    // One slot: a slow request holds it for its whole life.
+    let aw = Agentwall::start(
+        &[("local.toml", LOCAL_POLICY)],
+        "[proxy]\nupstream_timeout = \"10s\"\n[audit]\nqueue = 1\non_full = \"block\"\n",
+    )
+    .await;
+    let slow = format!("http://127.0.0.1:{}/slow", up.addr.port());
+    let proxy = aw.proxy;
+    let held = tokio::spawn(async move { proxy_get(proxy, &slow, "a").await });
+    assert!(eventually(Duration::from_secs(5), || async { !up.seen().is_empty() }).await);
+    let reply = proxy_get(
+        aw.proxy,
+        &format!("http://127.0.0.1:{}/next", up.addr.port()),
+        "a",
+    )
+    .await;
+    assert_eq!(reply.status, 503, "{}", reply.text());
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.json()["error"], "unavailable");
+    assert_eq!(
+        up.seen().len(),
+        1,
+        "the refused request reached the upstream"
+    );
+    assert_eq!(held.await.unwrap().status, 200);
+    // Room again: requests pass and every admitted one was recorded.
+    let reply = proxy_get(
+        aw.proxy,
+        &format!("http://127.0.0.1:{}/after", up.addr.port()),
+        "a",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    aw.record_of(reply.header("x-request-id").unwrap()).await;
+    let metrics = aw.admin_get("/metrics", None).await.text();
+    assert!(
+        metrics.contains("agentwall_audit_dropped_total 1"),
+        "only the 503 itself goes unrecorded:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn with_on_full_drop_requests_pass_and_lost_records_are_counted() {
+    let up = Upstream::start().await;
+    let aw = Agentwall::start(
+        &[("local.toml", LOCAL_POLICY)],
+        "[proxy]\nupstream_timeout = \"10s\"\n[audit]\nqueue = 1\non_full = \"drop\"\n",
+    )
+    .await;
+    let slow = format!("http://127.0.0.1:{}/slow", up.addr.port());
+    let proxy = aw.proxy;
+    let held = tokio::spawn(async move { proxy_get(proxy, &slow, "a").await });
+    assert!(eventually(Duration::from_secs(5), || async { !up.seen().is_empty() }).await);
+    let reply = proxy_get(
+        aw.proxy,
+        &format!("http://127.0.0.1:{}/next", up.addr.port()),
+        "a",
+    )
+    .await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(held.await.unwrap().status, 200);
+    let dropped = eventually(Duration::from_secs(5), || async {
+        aw.admin_get("/metrics", None)
+            .await
+            .text()
+            .contains("agentwall_audit_dropped_total 1")
+    })
+    .await;
+    assert!(dropped);
+}

@@ -7,4 +7,4 @@ pub mod writer;
 
 pub use record::{AuditDecision, AuditRecord, ProxyMode};
 pub use store::{AuditStore, LogQuery};
-pub use writer::{AuditSink, AuditWriter, Chain};
+pub use writer::{AuditFull, AuditSink, AuditSlot, AuditWriter, Chain};

@@ -12,7 +12,7 @@ use super::store::{AuditError, AuditStore};
 use crate::config::OnFull;
 use crate::metrics::Metrics;
 
-enum Message {
+pub(crate) enum Message {
     Record(Box<AuditRecord>),
     Shutdown,
 }
@@ -36,23 +36,47 @@ pub struct AuditSink {
     metrics: Arc<Metrics>,
 }
 
+/// Room in the audit queue, reserved when a request arrives so its record can always be
+/// written.
+pub struct AuditSlot(mpsc::OwnedPermit<Message>);
+
+/// The audit queue stayed full for the whole wait (`on_full = "block"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit queue is full")]
+pub struct AuditFull;
+
 impl AuditSink {
-    /// Queues a record. With `block`, waits up to two seconds for room before giving up.
-    pub async fn record(&self, record: AuditRecord) {
-        let message = Message::Record(Box::new(record));
-        let sent = match self.on_full {
-            OnFull::Drop => self.tx.try_send(message).is_ok(),
-            OnFull::Block => match self.tx.try_send(message) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(m)) => {
-                    self.tx.send_timeout(m, BLOCK_WAIT).await.is_ok()
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
+    /// Reserves room for one record before the request is handled. With `block`, waits up to
+    /// two seconds and then fails, so the request is refused (503) rather than its record
+    /// lost. With `drop`, never waits: `None` when full, and the record will be counted as
+    /// dropped.
+    pub async fn reserve(&self) -> Result<Option<AuditSlot>, AuditFull> {
+        match self.tx.clone().try_reserve_owned() {
+            Ok(permit) => Ok(Some(AuditSlot(permit))),
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(AuditFull),
+            Err(mpsc::error::TrySendError::Full(tx)) => match self.on_full {
+                OnFull::Drop => Ok(None),
+                OnFull::Block => match tokio::time::timeout(BLOCK_WAIT, tx.reserve_owned()).await {
+                    Ok(Ok(permit)) => Ok(Some(AuditSlot(permit))),
+                    Ok(Err(_)) | Err(_) => Err(AuditFull),
+                },
             },
+        }
+    }
+
+    /// Queues a record: into its reserved slot, or (without one) if there is room now.
+    pub fn record(&self, slot: Option<AuditSlot>, record: AuditRecord) {
+        let message = Message::Record(Box::new(record));
+        let sent = match slot {
+            Some(AuditSlot(permit)) => {
+                permit.send(message);
+                true
+            }
+            None => self.tx.try_send(message).is_ok(),
         };
         if !sent {
             self.metrics.audit_dropped.inc();
-            tracing::error!("audit queue full or closed; record dropped");
+            tracing::warn!("audit queue full; record dropped");
         }
     }
 

@@ -81,6 +81,8 @@ pub struct RequestCtx {
     upstream_started: Option<Instant>,
     /// Set when the route's injected credentials must be scrubbed from the response body.
     scrubber: Option<scrub::Scrubber>,
+    /// Room reserved in the audit queue for this request's record.
+    audit_slot: Option<crate::audit::AuditSlot>,
 }
 
 #[async_trait]
@@ -97,11 +99,21 @@ impl ProxyHttp for Agentwall {
             refusal: None,
             upstream_started: None,
             scrubber: None,
+            audit_slot: None,
         }
     }
 
     /// Decides the request. Returning `Ok(true)` means agentwall answered it itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        match self.audit.reserve().await {
+            Ok(slot) => ctx.audit_slot = slot,
+            Err(full) => {
+                let refusal = Refusal::Unavailable(format!("{full}; retry shortly"));
+                respond(session, ctx, &refusal).await?;
+                ctx.refusal = Some(refusal);
+                return Ok(true);
+            }
+        }
         match self.admit(session, ctx).await {
             Ok(()) => Ok(false),
             Err(refusal) => {
@@ -268,7 +280,7 @@ impl ProxyHttp for Agentwall {
         self.metrics
             .request_duration
             .observe(ctx.started.elapsed().as_secs_f64());
-        self.audit.record(record).await;
+        self.audit.record(ctx.audit_slot.take(), record);
     }
 }
 
@@ -441,7 +453,7 @@ async fn respond(session: &mut Session, ctx: &RequestCtx, refusal: &Refusal) -> 
     if refusal.is_denial() {
         resp.insert_header("x-agentwall-decision", "deny")?;
     }
-    if let Some((name, value)) = refusal.challenge() {
+    if let Some((name, value)) = refusal.extra_header() {
         resp.insert_header(name, value)?;
     }
     session.set_keepalive(None);

@@ -25,6 +25,8 @@ pub enum Refusal {
     BadGateway(String),
     /// The upstream did not answer in time (504).
     Timeout(String),
+    /// agentwall cannot take the request now (503, with Retry-After).
+    Unavailable(String),
 }
 
 impl From<NormalizeError> for Refusal {
@@ -63,12 +65,15 @@ impl Refusal {
             Refusal::NoRoute(_) => 404,
             Refusal::BadGateway(_) => 502,
             Refusal::Timeout(_) => 504,
+            Refusal::Unavailable(_) => 503,
         }
     }
 
     pub fn decision(&self) -> AuditDecision {
         match self {
-            Refusal::BadGateway(_) | Refusal::Timeout(_) => AuditDecision::Error,
+            Refusal::BadGateway(_) | Refusal::Timeout(_) | Refusal::Unavailable(_) => {
+                AuditDecision::Error
+            }
             _ => AuditDecision::Deny,
         }
     }
@@ -81,7 +86,8 @@ impl Refusal {
             | Refusal::Egress(r)
             | Refusal::NoRoute(r)
             | Refusal::BadGateway(r)
-            | Refusal::Timeout(r) => r,
+            | Refusal::Timeout(r)
+            | Refusal::Unavailable(r) => r,
         }
     }
 
@@ -93,6 +99,7 @@ impl Refusal {
             Refusal::NoRoute(_) => "not_found",
             Refusal::BadGateway(_) => "bad_gateway",
             Refusal::Timeout(_) => "gateway_timeout",
+            Refusal::Unavailable(_) => "unavailable",
         }
     }
 
@@ -115,13 +122,14 @@ impl Refusal {
         out
     }
 
-    /// The challenge header an authentication refusal carries.
-    pub fn challenge(&self) -> Option<(&'static str, &'static str)> {
+    /// The extra header the refusal carries: an authentication challenge, or when to retry.
+    pub fn extra_header(&self) -> Option<(&'static str, &'static str)> {
         match self {
             Refusal::Unauthenticated { forward: true, .. } => {
                 Some(("proxy-authenticate", "Bearer"))
             }
             Refusal::Unauthenticated { forward: false, .. } => Some(("www-authenticate", "Bearer")),
+            Refusal::Unavailable(_) => Some(("retry-after", "1")),
             _ => None,
         }
     }
