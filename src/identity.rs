@@ -199,10 +199,6 @@ impl Identity {
             _ => Ok(()),
         }
     }
-
-    pub fn is_jwt(&self) -> bool {
-        matches!(self, Identity::Jwt(_))
-    }
 }
 
 fn from_agent_header(req: &RequestHeader) -> Result<Identified, IdentityError> {
@@ -401,7 +397,11 @@ impl JwtVerifier {
                 jsonwebtoken::AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(&pem),
                 jsonwebtoken::AlgorithmFamily::Ec => DecodingKey::from_ec_pem(&pem),
                 jsonwebtoken::AlgorithmFamily::Ed => DecodingKey::from_ed_pem(&pem),
-                jsonwebtoken::AlgorithmFamily::Hmac => unreachable_hmac(),
+                jsonwebtoken::AlgorithmFamily::Hmac => {
+                    return Err(
+                        "auth.jwt: HS* algorithms take a secret, not a public_key_file".into(),
+                    )
+                }
             }
             .map_err(|e| {
                 format!(
@@ -615,10 +615,6 @@ impl JwtVerifier {
             .map_err(|e| notify::Error::generic(&e.to_string()))?;
         Ok(())
     }
-}
-
-fn unreachable_hmac() -> Result<DecodingKey, jsonwebtoken::errors::Error> {
-    Err(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into())
 }
 
 fn verify_with(signature: &str, signing_input: &str, key: &DecodingKey, alg: Algorithm) -> bool {
