@@ -483,6 +483,22 @@ async fn injected_credentials_are_scrubbed_from_responses() {
     // The secret is in no log line either.
     assert!(!aw.log().contains("ghp_0123456789abcdefSECRET"));
 
+    // A compressed body could hide the secret from the scan: refused, never passed on.
+    let reply = raw(
+        aw.proxy,
+        b"GET /gh/gzip HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert!(
+        reply.json()["reason"]
+            .as_str()
+            .unwrap()
+            .contains("compressed"),
+        "{}",
+        reply.text()
+    );
+
     // scrub_response = false leaves the response alone.
     let reply = raw(
         aw.proxy,

@@ -195,7 +195,11 @@ impl ProxyHttp for Agentwall {
             .as_ref()
             .filter(|r| !r.secrets.is_empty())
         {
-            scrub_headers(response, &route.secrets)?;
+            if let Err(refusal) = scrub_headers(response, &route.secrets) {
+                let error = Error::explain(ErrorType::HTTPStatus(502), "response refused");
+                ctx.refusal = Some(refusal);
+                return Err(error);
+            }
             if session.req_header().version == http::Version::HTTP_11
                 && !response
                     .headers
@@ -232,26 +236,17 @@ impl ProxyHttp for Agentwall {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let refusal = match (e.esource(), e.etype()) {
-            (_, ErrorType::HTTPStatus(code)) if *code == 400 => Refusal::BadRequest(e.to_string()),
-            (
-                ErrorSource::Downstream,
-                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
-            ) => {
-                return FailToProxy {
-                    error_code: 0,
-                    can_reuse_downstream: false,
-                };
-            }
-            (ErrorSource::Downstream, _) => Refusal::BadRequest(e.etype().as_str().to_string()),
-            (
-                _,
-                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
-            ) => Refusal::Timeout(format!(
-                "upstream did not answer within {:?}",
-                self.upstream_timeout
-            )),
-            (_, kind) => Refusal::BadGateway(format!("upstream failed: {}", kind.as_str())),
+        // A filter of ours that refused the upstream's response left its reason in the ctx.
+        let refusal = match ctx.refusal.take() {
+            Some(ours) => Some(ours),
+            None => self.classify_failure(e),
+        };
+        let Some(refusal) = refusal else {
+            // The downstream connection is gone: nothing to answer.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
         };
         if matches!(refusal, Refusal::BadGateway(_) | Refusal::Timeout(_)) {
             self.metrics
@@ -285,6 +280,26 @@ impl ProxyHttp for Agentwall {
 }
 
 impl Agentwall {
+    /// What a proxying error means for the agent; `None` when the downstream is gone.
+    fn classify_failure(&self, e: &Error) -> Option<Refusal> {
+        Some(match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(400)) => Refusal::BadRequest(e.to_string()),
+            (
+                ErrorSource::Downstream,
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed,
+            ) => return None,
+            (ErrorSource::Downstream, kind) => Refusal::BadRequest(kind.as_str().to_string()),
+            (
+                _,
+                ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout,
+            ) => Refusal::Timeout(format!(
+                "upstream did not answer within {:?}",
+                self.upstream_timeout
+            )),
+            (_, kind) => Refusal::BadGateway(format!("upstream failed: {}", kind.as_str())),
+        })
+    }
+
     /// Admission (no network), then the egress guard. Any `Err` is answered without
     /// touching the upstream.
     async fn admit(&self, session: &Session, ctx: &mut RequestCtx) -> Result<(), Refusal> {
@@ -387,15 +402,15 @@ impl Agentwall {
 /// Replaces injected secrets in response headers. The body length may change, so the length
 /// is dropped (the response is re-framed); a compressed body could hide a secret, so it is
 /// refused rather than passed on.
-fn scrub_headers(response: &mut ResponseHeader, secrets: &scrub::Secrets) -> Result<()> {
+fn scrub_headers(response: &mut ResponseHeader, secrets: &scrub::Secrets) -> Result<(), Refusal> {
     let encoded = response
         .headers
         .get(http::header::CONTENT_ENCODING)
         .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
     if encoded {
-        return Err(Error::explain(
-            ErrorType::HTTPStatus(502),
-            "upstream sent a compressed body that cannot be scrubbed of injected credentials",
+        return Err(Refusal::BadGateway(
+            "the upstream sent a compressed body, which cannot be scrubbed of injected credentials"
+                .into(),
         ));
     }
     response.remove_header(&http::header::CONTENT_LENGTH);
@@ -419,9 +434,12 @@ fn scrub_headers(response: &mut ResponseHeader, secrets: &scrub::Secrets) -> Res
             .collect();
         response.remove_header(&name);
         for value in values {
+            // Scrubbing only replaces bytes of a valid value with ASCII, so this holds.
             let value = http::HeaderValue::from_bytes(&value)
-                .map_err(|_| Error::explain(ErrorType::InternalError, "scrubbed header value"))?;
-            response.append_header(name.clone(), value)?;
+                .map_err(|_| Refusal::BadGateway("unusable response header".into()))?;
+            response
+                .append_header(name.clone(), value)
+                .map_err(|_| Refusal::BadGateway("unusable response header".into()))?;
         }
     }
     Ok(())

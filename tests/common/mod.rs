@@ -124,6 +124,7 @@ async fn serve(stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) -> std::io::Resul
         }
         let slow = target.contains("/slow");
         let echo = target.contains("/echo");
+        let gzip = target.contains("/gzip");
         let auth = get("authorization").unwrap_or_default();
         seen.lock().unwrap().push(Seen {
             method,
@@ -133,6 +134,13 @@ async fn serve(stream: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) -> std::io::Resul
         });
         if slow {
             tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+        if gzip {
+            let stream = reader.get_mut();
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: 4\r\n\r\n\x1f\x8b\x08\x00")
+                .await?;
+            continue;
         }
         if echo {
             // Echo the credential back, in a header and split across two body chunks.
