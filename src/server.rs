@@ -23,6 +23,10 @@ use crate::proxy::Agentwall;
 
 /// Serves until a shutdown signal, then drains, flushes the audit store and returns.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    // Everything that can refuse the configuration comes before anything that must be shut down.
+    let routes = RouteTable::new(&config.routes).map_err(|e| anyhow!("routes: {e}"))?;
+    let identity = Arc::new(Identity::from_config(&config.auth).map_err(|e| anyhow!("{e}"))?);
+    identity.watch().context("watching the JWK set")?;
     let metrics = Arc::new(Metrics::new().context("metrics registry")?);
     let policies = PolicyStore::open(
         &config.policies.dir,
@@ -46,9 +50,6 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         config.audit.on_full,
         Arc::clone(&metrics),
     )?;
-    let routes = RouteTable::new(&config.routes).map_err(|e| anyhow!("routes: {e}"))?;
-    let identity = Arc::new(Identity::from_config(&config.auth).map_err(|e| anyhow!("{e}"))?);
-    identity.watch().context("watching the JWK set")?;
 
     let threads = match config.proxy.threads {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
