@@ -1,7 +1,8 @@
 # agentwall container image: multi-stage build, small non-root runtime.
 # Build: docker build -t agentwall .
 # Run:   docker run -p 8080:8080 -p 9090:9090 -e AGENTWALL_ADMIN_TOKEN=... \
-#          -v $PWD/policies:/etc/agentwall/policies:ro -v agentwall-data:/var/lib/agentwall agentwall
+#          -v $PWD/policies:/etc/agentwall/policies:ro -v $PWD/agents.pem:/etc/agentwall/agents.pem:ro \
+#          -v agentwall-data:/var/lib/agentwall agentwall
 
 FROM rust:1-bookworm AS build
 RUN apt-get update \
