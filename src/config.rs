@@ -470,15 +470,6 @@ impl Config {
         }
         Ok(())
     }
-
-    /// The proxy listen addresses, validated by `load`.
-    pub fn proxy_listen(&self) -> Vec<SocketAddr> {
-        self.proxy
-            .listen
-            .iter()
-            .filter_map(|a| parse_listen(a).ok())
-            .collect()
-    }
 }
 
 fn parse_listen(addr: &str) -> Result<SocketAddr, String> {

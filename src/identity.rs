@@ -452,12 +452,6 @@ impl JwtVerifier {
         Ok(verified)
     }
 
-    /// Full verification bypassing the cache (for benchmarks).
-    #[doc(hidden)]
-    pub fn verify_uncached_for_bench(&self, token: &str) -> Result<Verified, AuthFailure> {
-        self.verify_uncached(token, unix_now())
-    }
-
     fn check_times(&self, exp: u64, nbf: Option<u64>, now: u64) -> Result<(), AuthFailure> {
         if now > exp.saturating_add(self.leeway) {
             return Err(AuthFailure::Expired);
@@ -518,7 +512,9 @@ impl JwtVerifier {
             return Err(AuthFailure::AlgNotAllowed);
         }
         let signing_input = &token[..header_b64.len() + 1 + payload_b64.len()];
-        let verified = verify_with(signature, signing_input, &key, alg);
+        // jsonwebtoken decodes the signature with the same strict base64url engine.
+        let verified = jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), &key, alg)
+            .unwrap_or(false);
         if !verified {
             return Err(AuthFailure::BadSignature);
         }
@@ -615,14 +611,6 @@ impl JwtVerifier {
             .map_err(|e| notify::Error::generic(&e.to_string()))?;
         Ok(())
     }
-}
-
-fn verify_with(signature: &str, signing_input: &str, key: &DecodingKey, alg: Algorithm) -> bool {
-    // Strict base64url (no padding, no trailing bits) before the library sees it.
-    if b64().decode(signature).is_err() {
-        return false;
-    }
-    jsonwebtoken::crypto::verify(signature, signing_input.as_bytes(), key, alg).unwrap_or(false)
 }
 
 fn b64() -> base64::engine::GeneralPurpose {

@@ -508,19 +508,28 @@ async fn injected_credentials_are_scrubbed_from_responses() {
     assert!(reply.text().contains("ghp_0123456789abcdefSECRET"));
 }
 
-#[tokio::test]
-async fn a_full_audit_queue_refuses_with_503_rather_than_lose_records() {
+/// An audit queue of one slot, held by a slow request for its whole life (3 s).
+async fn hold_the_only_audit_slot(
+    on_full: &str,
+) -> (Upstream, Agentwall, tokio::task::JoinHandle<Reply>) {
     let up = Upstream::start().await;
-    // One slot: a slow request holds it for its whole life.
     let aw = Agentwall::start(
         &[("local.toml", LOCAL_POLICY)],
-        "[proxy]\nupstream_timeout = \"10s\"\n[audit]\nqueue = 1\non_full = \"block\"\n",
+        &format!(
+            "[proxy]\nupstream_timeout = \"10s\"\n[audit]\nqueue = 1\non_full = \"{on_full}\"\n"
+        ),
     )
     .await;
     let slow = format!("http://127.0.0.1:{}/slow", up.addr.port());
     let proxy = aw.proxy;
     let held = tokio::spawn(async move { proxy_get(proxy, &slow, "a").await });
     assert!(eventually(Duration::from_secs(5), || async { !up.seen().is_empty() }).await);
+    (up, aw, held)
+}
+
+#[tokio::test]
+async fn a_full_audit_queue_refuses_with_503_rather_than_lose_records() {
+    let (up, aw, held) = hold_the_only_audit_slot("block").await;
     let reply = proxy_get(
         aw.proxy,
         &format!("http://127.0.0.1:{}/next", up.addr.port()),
@@ -554,16 +563,7 @@ async fn a_full_audit_queue_refuses_with_503_rather_than_lose_records() {
 
 #[tokio::test]
 async fn with_on_full_drop_requests_pass_and_lost_records_are_counted() {
-    let up = Upstream::start().await;
-    let aw = Agentwall::start(
-        &[("local.toml", LOCAL_POLICY)],
-        "[proxy]\nupstream_timeout = \"10s\"\n[audit]\nqueue = 1\non_full = \"drop\"\n",
-    )
-    .await;
-    let slow = format!("http://127.0.0.1:{}/slow", up.addr.port());
-    let proxy = aw.proxy;
-    let held = tokio::spawn(async move { proxy_get(proxy, &slow, "a").await });
-    assert!(eventually(Duration::from_secs(5), || async { !up.seen().is_empty() }).await);
+    let (up, aw, held) = hold_the_only_audit_slot("drop").await;
     let reply = proxy_get(
         aw.proxy,
         &format!("http://127.0.0.1:{}/next", up.addr.port()),

@@ -142,19 +142,6 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
-    /// An empty set (everything falls to `default_effect`).
-    pub fn empty(default_effect: DefaultEffect) -> PolicySet {
-        PolicySet::compile(&[], default_effect).unwrap_or(PolicySet {
-            policies: vec![],
-            rules: vec![],
-            index: HostIndex::default(),
-            uses_query: false,
-            default_effect,
-            version: String::new(),
-            summaries: vec![],
-        })
-    }
-
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }

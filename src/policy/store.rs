@@ -66,10 +66,6 @@ impl PolicyStore {
         self.current.load()
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// When the active set was loaded, and the last reload attempt.
     pub fn status(&self) -> (SystemTime, ReloadStatus) {
         match self.status.lock() {

@@ -19,7 +19,7 @@ pub struct Admission {
     pub token_source: Option<TokenSource>,
     pub mode: ProxyMode,
     pub target: Option<Target>,
-    pub route: Option<Route>,
+    pub route: Option<std::sync::Arc<Route>>,
     pub decision: Option<Decision>,
 }
 
@@ -122,7 +122,7 @@ fn resolve_target(
         ))
     })?;
     let (path, path_without_params, _) = normalize::path_and_query(upstream_path.as_bytes())?;
-    out.route = Some(route.clone());
+    out.route = Some(std::sync::Arc::clone(route));
     Ok(Target {
         scheme: route.scheme,
         host: route.host.clone(),

@@ -105,29 +105,25 @@ impl ProxyHttp for Agentwall {
 
     /// Decides the request. Returning `Ok(true)` means agentwall answered it itself.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        match self.audit.reserve().await {
-            Ok(slot) => ctx.audit_slot = slot,
-            Err(full) => {
-                let refusal = Refusal::Unavailable(format!("{full}; retry shortly"));
-                respond(session, ctx, &refusal).await?;
-                ctx.refusal = Some(refusal);
-                return Ok(true);
+        let admitted = match self.audit.reserve().await {
+            Ok(slot) => {
+                ctx.audit_slot = slot;
+                self.admit(session, ctx).await
             }
+            Err(full) => Err(Refusal::Unavailable(format!("{full}; retry shortly"))),
+        };
+        let Err(refusal) = admitted else {
+            return Ok(false);
+        };
+        if let Refusal::Unauthenticated { failure, .. } = &refusal {
+            self.metrics
+                .auth_failures
+                .with_label_values(&[failure.code()])
+                .inc();
         }
-        match self.admit(session, ctx).await {
-            Ok(()) => Ok(false),
-            Err(refusal) => {
-                if let Refusal::Unauthenticated { failure, .. } = &refusal {
-                    self.metrics
-                        .auth_failures
-                        .with_label_values(&[failure.code()])
-                        .inc();
-                }
-                respond(session, ctx, &refusal).await?;
-                ctx.refusal = Some(refusal);
-                Ok(true)
-            }
-        }
+        respond(session, ctx, &refusal).await?;
+        ctx.refusal = Some(refusal);
+        Ok(true)
     }
 
     async fn upstream_peer(
@@ -195,10 +191,12 @@ impl ProxyHttp for Agentwall {
             .as_ref()
             .filter(|r| !r.secrets.is_empty())
         {
-            if let Err(refusal) = scrub_headers(response, &route.secrets) {
-                let error = Error::explain(ErrorType::HTTPStatus(502), "response refused");
-                ctx.refusal = Some(refusal);
-                return Err(error);
+            if let Err(why) = scrub::scrub_headers(response, &route.secrets) {
+                ctx.refusal = Some(Refusal::BadGateway(why.to_string()));
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(502),
+                    "response refused",
+                ));
             }
             if session.req_header().version == http::Version::HTTP_11
                 && !response
@@ -237,11 +235,7 @@ impl ProxyHttp for Agentwall {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         // A filter of ours that refused the upstream's response left its reason in the ctx.
-        let refusal = match ctx.refusal.take() {
-            Some(ours) => Some(ours),
-            None => self.classify_failure(e),
-        };
-        let Some(refusal) = refusal else {
+        let Some(refusal) = ctx.refusal.take().or_else(|| self.classify_failure(e)) else {
             // The downstream connection is gone: nothing to answer.
             return FailToProxy {
                 error_code: 0,
@@ -334,18 +328,13 @@ impl Agentwall {
             .map(|r| r.status.as_u16())
             .or(ctx.refusal.as_ref().map(Refusal::status))
             .unwrap_or(0);
-        let decision = match (&ctx.refusal, &ctx.admission.decision) {
-            (Some(r), _) => r.decision(),
-            (None, Some(_)) if status >= 500 => AuditDecision::Error,
-            (None, Some(_)) => AuditDecision::Allow,
-            (None, None) => AuditDecision::Error,
+        let (decision, reason) = match (&ctx.refusal, &ctx.admission.decision) {
+            (Some(r), _) => (r.decision(), r.reason().to_string()),
+            (None, Some(d)) if status >= 500 => (AuditDecision::Error, d.reason().to_string()),
+            (None, Some(d)) => (AuditDecision::Allow, d.reason().to_string()),
+            (None, None) => (AuditDecision::Error, String::new()),
         };
         let rule = ctx.admission.rule();
-        let reason = match (&ctx.refusal, &ctx.admission.decision) {
-            (Some(r), _) => r.reason().to_string(),
-            (None, Some(d)) => d.reason().to_string(),
-            (None, None) => String::new(),
-        };
         let (scheme, host, port, path) = match &ctx.admission.target {
             Some(t) => (t.scheme.as_str(), t.host.clone(), t.port, t.path.clone()),
             None => (
@@ -397,52 +386,6 @@ impl Agentwall {
             hash: String::new(),
         }
     }
-}
-
-/// Replaces injected secrets in response headers. The body length may change, so the length
-/// is dropped (the response is re-framed); a compressed body could hide a secret, so it is
-/// refused rather than passed on.
-fn scrub_headers(response: &mut ResponseHeader, secrets: &scrub::Secrets) -> Result<(), Refusal> {
-    let encoded = response
-        .headers
-        .get(http::header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
-    if encoded {
-        return Err(Refusal::BadGateway(
-            "the upstream sent a compressed body, which cannot be scrubbed of injected credentials"
-                .into(),
-        ));
-    }
-    response.remove_header(&http::header::CONTENT_LENGTH);
-    let touched: Vec<http::HeaderName> = response
-        .headers
-        .iter()
-        .filter(|(_, value)| secrets.scrub_all(value.as_bytes()).is_some())
-        .map(|(name, _)| name.clone())
-        .collect();
-    for name in touched {
-        // Rewrite every value of the header, in order, so repeated headers survive.
-        let values: Vec<Vec<u8>> = response
-            .headers
-            .get_all(&name)
-            .iter()
-            .map(|v| {
-                secrets
-                    .scrub_all(v.as_bytes())
-                    .unwrap_or_else(|| v.as_bytes().to_vec())
-            })
-            .collect();
-        response.remove_header(&name);
-        for value in values {
-            // Scrubbing only replaces bytes of a valid value with ASCII, so this holds.
-            let value = http::HeaderValue::from_bytes(&value)
-                .map_err(|_| Refusal::BadGateway("unusable response header".into()))?;
-            response
-                .append_header(name.clone(), value)
-                .map_err(|_| Refusal::BadGateway("unusable response header".into()))?;
-        }
-    }
-    Ok(())
 }
 
 /// Headers that carry the agent's identity or are meant for the proxy only.

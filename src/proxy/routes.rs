@@ -109,17 +109,17 @@ impl Route {
     }
 }
 
-/// Routes ordered longest prefix first.
+/// Routes ordered longest prefix first; shared, so a request holds its route by reference.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    routes: Vec<Route>,
+    routes: Vec<std::sync::Arc<Route>>,
 }
 
 impl RouteTable {
     pub fn new(configs: &[RouteConfig]) -> Result<RouteTable, String> {
         let mut routes = configs
             .iter()
-            .map(Route::from_config)
+            .map(|c| Route::from_config(c).map(std::sync::Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(RouteTable { routes })
@@ -127,7 +127,7 @@ impl RouteTable {
 
     /// The route for a normalized path, and the upstream path (base path + rest).
     /// `/github` (the prefix without its slash) maps to the upstream root.
-    pub fn resolve(&self, path: &str) -> Option<(&Route, String)> {
+    pub fn resolve(&self, path: &str) -> Option<(&std::sync::Arc<Route>, String)> {
         self.routes.iter().find_map(|r| {
             let rest = if let Some(rest) = path.strip_prefix(r.prefix.as_str()) {
                 rest

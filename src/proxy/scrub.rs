@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+use pingora::http::ResponseHeader;
+
 pub const REDACTED: &[u8] = b"[REDACTED]";
 
 /// The secrets to scrub, longest first (so a secret containing another is replaced whole).
@@ -68,6 +70,59 @@ impl Secrets {
         out.extend_from_slice(rest);
         changed.then_some(out)
     }
+}
+
+/// Why a response cannot be passed on scrubbed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ScrubError {
+    #[error(
+        "the upstream sent a compressed body, which cannot be scrubbed of injected credentials"
+    )]
+    Compressed,
+    #[error("the upstream sent a response header that cannot be rewritten")]
+    Header,
+}
+
+/// Replaces injected secrets in response headers. The body length may change, so the length
+/// is dropped (the response is re-framed); a compressed body could hide a secret, so it is
+/// refused rather than passed on.
+pub fn scrub_headers(response: &mut ResponseHeader, secrets: &Secrets) -> Result<(), ScrubError> {
+    let encoded = response
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(ScrubError::Compressed);
+    }
+    response.remove_header(&http::header::CONTENT_LENGTH);
+    let touched: Vec<http::HeaderName> = response
+        .headers
+        .iter()
+        .filter(|(_, value)| secrets.scrub_all(value.as_bytes()).is_some())
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in touched {
+        // Rewrite every value of the header, in order, so repeated headers survive.
+        let values: Vec<Vec<u8>> = response
+            .headers
+            .get_all(&name)
+            .iter()
+            .map(|v| {
+                secrets
+                    .scrub_all(v.as_bytes())
+                    .unwrap_or_else(|| v.as_bytes().to_vec())
+            })
+            .collect();
+        response.remove_header(&name);
+        for value in values {
+            // Scrubbing only replaces bytes of a valid value with ASCII, so this holds.
+            let value = http::HeaderValue::from_bytes(&value).map_err(|_| ScrubError::Header)?;
+            response
+                .append_header(name.clone(), value)
+                .map_err(|_| ScrubError::Header)?;
+        }
+    }
+    Ok(())
 }
 
 /// Streaming scrubber for one response body.
